@@ -1,0 +1,112 @@
+"""Training subsets of one run: leave-one-genre-out, full data, controls and ablations.
+
+A subset is the full training set with some clips removed (or, for the noise ablation,
+replaced by corrupted copies). Every subset of a run keeps the full set's clip order, so a
+training run differs from the full one only in the data it was given.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from wta_core.config import RunConfig
+from wta_core.errors import ConfigError
+
+FULL = "full"
+
+
+@dataclass(frozen=True)
+class SubsetSpec:
+    """What one partition trains on."""
+
+    subset_id: str
+    kind: str  # full | loo | control | dose | noise
+    removed_genre: str | None
+    fraction: float  # share of `removed_genre`'s clips removed (or corrupted for noise)
+    seed: int  # training seed
+
+    def to_row(self) -> dict:
+        return {"subset_id": self.subset_id, "kind": self.kind, "removed_genre": self.removed_genre,
+                "fraction": self.fraction, "seed": self.seed}
+
+
+def ablation_genre(genres: list[str], config: RunConfig) -> str:
+    """The genre used by the dose-response and noise ablations."""
+    chosen = config.lora.ablation_genre or sorted(genres)[0]
+    if chosen not in genres:
+        raise ConfigError(f"lora.ablation_genre {chosen!r} is not a dataset genre; choose one of {sorted(genres)}")
+    return chosen
+
+
+def subset_specs(genres: list[str], config: RunConfig) -> list[SubsetSpec]:
+    """Every subset of a run: one per genre, then full, controls, dose fractions and noise."""
+    if not genres:
+        return []
+    seed = config.lora.seed
+    specs = [SubsetSpec(genre, "loo", genre, 1.0, seed) for genre in sorted(genres)]
+    specs.append(SubsetSpec(FULL, "full", None, 0.0, seed))
+    for control_seed in config.lora.control_seeds:
+        if control_seed == seed:
+            raise ConfigError(f"lora.control_seeds must differ from lora.seed ({seed}); got {control_seed}")
+        specs.append(SubsetSpec(f"control-{control_seed}", "control", None, 0.0, control_seed))
+    target = ablation_genre(genres, config)
+    for fraction in config.lora.dose_fractions:
+        specs.append(SubsetSpec(f"dose-{round(fraction * 100):02d}", "dose", target, fraction, seed))
+    specs.append(SubsetSpec("noise", "noise", target, 1.0, seed))
+    return specs
+
+
+def subset_keys(genres: list[str], config: RunConfig) -> list[str]:
+    return [spec.subset_id for spec in subset_specs(genres, config)]
+
+
+def find_spec(subset_id: str, genres: list[str], config: RunConfig) -> SubsetSpec:
+    """The spec called `subset_id`, or `ConfigError` naming the valid ones."""
+    for spec in subset_specs(genres, config):
+        if spec.subset_id == subset_id:
+            return spec
+    raise ConfigError(
+        f"partition {subset_id!r} is not a subset of this dataset; valid partitions: "
+        f"{subset_keys(genres, config)}"
+    )
+
+
+def member_mask(spec: SubsetSpec, clip_genres: list[str], seed: int = 0) -> np.ndarray:
+    """Boolean [N]: which clips of the full set this subset trains on.
+
+    Dose subsets remove a seeded, nested share of the genre: the clips removed at 25% are
+    also removed at 50% and 75%.
+    """
+    genres = np.asarray(clip_genres)
+    mask = np.ones(len(genres), dtype=bool)
+    if spec.kind == "loo":
+        mask &= genres != spec.removed_genre
+    elif spec.kind == "dose":
+        indices = np.flatnonzero(genres == spec.removed_genre)
+        order = np.random.default_rng(seed).permutation(indices)
+        mask[order[: int(round(spec.fraction * len(indices)))]] = False
+    return mask
+
+
+def corrupt_features(features: torch.Tensor, clip_genres: list[str], spec: SubsetSpec,
+                     snr_db: float, seed: int = 0) -> torch.Tensor:
+    """Copy of `features` with the noise subset's genre corrupted by Gaussian noise at `snr_db`.
+
+    The noise is added to the normalised log-mel latent and the clip is standardised again, so
+    corrupted clips keep the latent's scale.
+    """
+    if spec.kind != "noise":
+        return features
+    corrupted = features.clone()
+    generator = torch.Generator().manual_seed(seed)
+    noise_scale = 10 ** (-snr_db / 20)
+    for index, genre in enumerate(clip_genres):
+        if genre != spec.removed_genre:
+            continue
+        noise = torch.randn(features.shape[1:], generator=generator)
+        mixed = features[index] + noise_scale * noise
+        corrupted[index] = (mixed - mixed.mean()) / mixed.std()
+    return corrupted

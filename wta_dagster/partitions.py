@@ -1,0 +1,31 @@
+"""Partitions: one per training subset, computed when the definitions load.
+
+The keys are the dataset's genres (each a leave-one-genre-out subset) followed by the
+reference subsets: the full data, the control replicates, the dose-response fractions and the
+noise ablation. Listing genres only reads folder names, so loading stays fast.
+"""
+
+from __future__ import annotations
+
+import os
+
+import dagster as dg
+
+from wta_core.config import DEFAULT_PRESET, get_preset
+from wta_core.data.prepare import dataset_genres
+from wta_core.errors import ConfigError
+from wta_core.subsets import subset_keys
+
+
+def _current_keys() -> list[str]:
+    preset = os.environ.get("WTA_PRESET") or DEFAULT_PRESET
+    try:
+        config = get_preset(preset)
+    except ConfigError:
+        # The dataset asset reports the unknown preset with its full message.
+        return []
+    genres = dataset_genres(os.environ.get("WTA_DATASET") or "embedded", config)
+    return subset_keys(genres, config)
+
+
+subset_partitions = dg.StaticPartitionsDefinition(_current_keys())
