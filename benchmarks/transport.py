@@ -1,0 +1,247 @@
+"""Time the per-step Wasserstein-1 methods on one trajectory pair.
+
+For each cloud size, two seeded random trajectories of `N_STEPS` steps, 64 channels and
+that many frames are compared with every method of `wta_core.transport.step_distances`.
+Each time is the median over repeats of the wall time for the whole pair. The baseline
+is the per-step `ot.emd2` loop (method "emd"), timed in the same process, and building
+the Euclidean cost matrices alone gives the floor for any exact method.
+
+Run from the repository root:
+
+    python -m benchmarks.transport --quick
+    python -m benchmarks.transport --sizes 1024 --repeats 1
+
+The full run takes hours on a shared 2-core machine, as an estimate. At 4,096 frames
+one `ot.emd2` call took about 7 s and one assignment about 4.6 s there. Each of those
+variants alone then needs over 7 minutes per repeat of the 100-step pair.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import logging
+import os
+import platform
+import statistics
+import time
+import warnings
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import ot
+import scipy
+from scipy.spatial.distance import cdist
+
+from wta_core.transport import step_distances
+
+logger = logging.getLogger(__name__)
+
+SIZES = (64, 256, 1024, 4096)
+REPEATS = 3
+QUICK_SIZES = (16, 64)
+QUICK_REPEATS = 2
+N_STEPS = 100
+CHANNELS = 64
+SEED = 0
+
+BASELINE = "emd2 loop"
+# Label of each timed variant, and the step_distances method behind it. The cost-matrix
+# floor has no method because it only builds the matrices.
+VARIANTS = {
+    "cost matrices only": None,
+    "exact (assignment)": "exact",
+    BASELINE: "emd",
+    "sliced": "sliced",
+    "sinkhorn": "sinkhorn",
+}
+
+
+def make_trajectories(
+    n_frames: int, n_steps: int = N_STEPS, seed: int = SEED
+) -> tuple[np.ndarray, np.ndarray]:
+    """Build a seeded trajectory pair of shape [n_steps, CHANNELS, n_frames].
+
+    The second trajectory is the first plus Gaussian noise whose scale grows linearly
+    from 0.1 at step 0 to 1.0 at the last step, so the pairs run from nearly equal
+    states to clearly different ones.
+    """
+    rng = np.random.default_rng(seed)
+    traj_a = rng.normal(size=(n_steps, CHANNELS, n_frames))
+    noise_scale = np.linspace(0.1, 1.0, n_steps)[:, None, None]
+    traj_b = traj_a + noise_scale * rng.normal(size=traj_a.shape)
+    return traj_a, traj_b
+
+
+def build_cost_matrices(traj_a: np.ndarray, traj_b: np.ndarray) -> None:
+    for step in range(traj_a.shape[0]):
+        cdist(traj_a[step].T, traj_b[step].T, metric="euclidean")
+
+
+def time_call(function: Callable[[], object]) -> tuple[float, object, int]:
+    """Return the wall time of one call, its result and the number of warnings it raised."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        start = time.perf_counter()
+        result = function()
+        seconds = time.perf_counter() - start
+    return seconds, result, len(caught)
+
+
+def measure_size(n_frames: int, repeats: int, n_steps: int) -> list[dict]:
+    """Time every variant on one trajectory pair and compare its distances with exact."""
+    traj_a, traj_b = make_trajectories(n_frames, n_steps)
+    times: dict[str, list[float]] = {label: [] for label in VARIANTS}
+    distances: dict[str, np.ndarray] = {}
+    warning_counts: dict[str, int] = {}
+
+    # Repeats run the variants in turn, so that slow drift of a shared machine affects
+    # all of them alike.
+    for repeat in range(repeats):
+        for label, method in VARIANTS.items():
+            if method is None:
+                call = functools.partial(build_cost_matrices, traj_a, traj_b)
+            else:
+                call = functools.partial(step_distances, traj_a, traj_b, method=method)
+            seconds, result, n_warnings = time_call(call)
+            times[label].append(seconds)
+            if method is not None and repeat == 0:
+                distances[label] = result
+                warning_counts[label] = n_warnings
+            logger.info(
+                "%d frames, repeat %d: %s took %.3f s", n_frames, repeat + 1, label, seconds
+            )
+
+    exact = distances["exact (assignment)"]
+    baseline_seconds = statistics.median(times[BASELINE])
+    rows = []
+    for label, method in VARIANTS.items():
+        seconds = statistics.median(times[label])
+        row = {
+            "frames": n_frames,
+            "variant": label,
+            "method": method,
+            "seconds_median": seconds,
+            "seconds_all": times[label],
+            "speedup_vs_emd2_loop": baseline_seconds / seconds,
+            "max_relative_error": None,
+            "median_relative_error": None,
+            "warnings": warning_counts.get(label, 0),
+        }
+        if method is not None:
+            relative_error = np.abs(distances[label] - exact) / exact
+            row["max_relative_error"] = float(relative_error.max())
+            row["median_relative_error"] = float(np.median(relative_error))
+        rows.append(row)
+    return rows
+
+
+def run(
+    quick: bool = False,
+    *,
+    sizes: Sequence[int] | None = None,
+    repeats: int | None = None,
+    n_steps: int = N_STEPS,
+) -> dict:
+    """Measure every variant at each size and return the figures with the environment.
+
+    Parameters
+    ----------
+    quick : bool
+        Use `QUICK_SIZES` and `QUICK_REPEATS` (about 20 s on a loaded 2-core machine)
+        instead of `SIZES` and `REPEATS` (hours). `sizes` and `repeats`, when given,
+        override both.
+    sizes : sequence of int, optional
+        Frames per latent state, that is points per cloud.
+    repeats : int, optional
+        Timed runs per variant; each time reported is the median.
+    n_steps : int
+        Sampling steps per trajectory.
+    """
+    if sizes is None:
+        sizes = QUICK_SIZES if quick else SIZES
+    sizes = tuple(sizes)
+    if repeats is None:
+        repeats = QUICK_REPEATS if quick else REPEATS
+    if repeats < 1 or n_steps < 1 or any(size < 1 for size in sizes):
+        raise ValueError(
+            f"sizes, repeats and n_steps must be >= 1, got sizes={sizes}, "
+            f"repeats={repeats}, n_steps={n_steps}"
+        )
+
+    logger.info("Timing %d variants at sizes %s, %d repeats", len(VARIANTS), sizes, repeats)
+    rows = []
+    for n_frames in sizes:
+        rows.extend(measure_size(n_frames, repeats, n_steps))
+    return {
+        "config": {
+            "quick": quick,
+            "sizes": list(sizes),
+            "repeats": repeats,
+            "n_steps": n_steps,
+            "channels": CHANNELS,
+            "seed": SEED,
+        },
+        "environment": {
+            "python": platform.python_version(),
+            "numpy": np.__version__,
+            "scipy": scipy.__version__,
+            "pot": ot.__version__,
+            "machine": platform.machine(),
+            "cpu_count": os.cpu_count(),
+            # Other work on the machine and BLAS threads both move these timings.
+            "load_average_1min": os.getloadavg()[0],
+            "blas_threads": os.environ.get("OPENBLAS_NUM_THREADS", "unset"),
+        },
+        "rows": rows,
+    }
+
+
+def to_markdown(results: dict) -> str:
+    """Render the figures of `run` as a short header and one Markdown table."""
+    config = results["config"]
+    environment = results["environment"]
+    lines = [
+        f"Trajectory pair of {config['n_steps']} steps, {config['channels']} channels; "
+        f"median of {config['repeats']} repeats; seed {config['seed']}.",
+        f"Python {environment['python']}, NumPy {environment['numpy']}, "
+        f"SciPy {environment['scipy']}, POT {environment['pot']}, "
+        f"{environment['machine']} with {environment['cpu_count']} CPUs, "
+        f"load average {environment['load_average_1min']:.2f} at the start, "
+        f"OPENBLAS_NUM_THREADS={environment['blas_threads']}.",
+        "Errors are per step, relative to the exact distance. Warnings are those the "
+        f"solver raised over the {config['n_steps']} steps of the first repeat.",
+        "",
+        "| frames | variant | time per pair (s) | speedup vs emd2 loop "
+        "| max rel. error vs exact | median rel. error | warnings |",
+        "|---:|---|---:|---:|---:|---:|---:|",
+    ]
+    for row in results["rows"]:
+        lines.append(
+            f"| {row['frames']} | {row['variant']} | {row['seconds_median']:.3f} "
+            f"| {row['speedup_vs_emd2_loop']:.2f} | {_format_error(row['max_relative_error'])} "
+            f"| {_format_error(row['median_relative_error'])} | {row['warnings']} |"
+        )
+    return "\n".join(lines)
+
+
+def _format_error(value: float | None) -> str:
+    return "" if value is None else f"{value:.2e}"
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small sizes and few repeats")
+    parser.add_argument("--sizes", type=int, nargs="+", help="frames per latent state")
+    parser.add_argument("--repeats", type=int, help="timed runs per variant")
+    parser.add_argument("--steps", type=int, default=N_STEPS, help="sampling steps per trajectory")
+    arguments = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    results = run(
+        arguments.quick, sizes=arguments.sizes, repeats=arguments.repeats, n_steps=arguments.steps
+    )
+    print(to_markdown(results))
+
+
+if __name__ == "__main__":
+    main()
