@@ -60,7 +60,7 @@ class ModelConfig:
 class BaseTrainConfig:
     """Pretraining of the embedded base model on the pretraining portion."""
 
-    steps: int = 1500
+    steps: int = 1000
     batch_size: int = 32
     learning_rate: float = 1e-3
     seed: int = 0
@@ -73,7 +73,7 @@ class LoraConfig:
     rank: int = 8
     alpha: int = 8
     target_modules: tuple[str, ...] = ("to_q", "to_k", "to_v", "to_out.0")
-    steps: int = 300  # optimizer steps, the same for every subset
+    steps: int = 200  # optimizer steps, the same for every subset
     batch_size: int = 32
     learning_rate: float = 2e-3
     seed: int = 0  # training seed of the full and leave-one-out adapters
@@ -102,6 +102,8 @@ class ScoreConfig:
     method: str = "exact"  # exact | emd | sliced | sinkhorn
     weighting: str = "exponential"  # uniform | linear | exponential
     decay: float = 5.0  # exponential rate over the normalised step index
+    # The latent is what the attribution is defined on: the state of the generation after each
+    # step. The predicted clean sample is scored and stored too, for comparison.
     target: str = "latent"  # latent | predicted_clean
     sliced_projections: int = 256
     sinkhorn_reg: float = 0.05

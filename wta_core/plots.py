@@ -20,7 +20,8 @@ def _save(figure, path: Path) -> Path:
     return path
 
 
-def genre_spectrograms(examples: dict[str, np.ndarray], path: Path) -> Path:
+def genre_spectrograms(examples: dict[str, np.ndarray], path: Path,
+                       title: str = "normalised log-mel, first clip of each genre (mel bins by frames)") -> Path:
     """One normalised log-mel image [n_mels, frames] per genre, side by side."""
     genres = sorted(examples)
     columns = min(5, len(genres))
@@ -34,7 +35,7 @@ def genre_spectrograms(examples: dict[str, np.ndarray], path: Path) -> Path:
         axis.set_title(genre, fontsize=9)
         axis.set_xticks([])
         axis.set_yticks([])
-    figure.suptitle("normalised log-mel, first clip of each genre (mel bins by frames)", fontsize=9)
+    figure.suptitle(title, fontsize=9)
     return _save(figure, path)
 
 

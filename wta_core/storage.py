@@ -77,34 +77,30 @@ class TableStore:
             finally:
                 connection.close()
 
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A connection inside one transaction: committed on success, rolled back on error.
+
+        Read-modify-write work belongs in one transaction, so a parallel writer cannot slip
+        in between the read and the write.
+        """
+        with self.connect() as connection:
+            connection.execute("BEGIN TRANSACTION")
+            try:
+                yield connection
+            except BaseException:
+                connection.execute("ROLLBACK")
+                raise
+            connection.execute("COMMIT")
+
     def replace_rows(self, table: str, frame: pl.DataFrame, where: dict[str, object] | None = None) -> int:
         """Delete the rows matching `where` (all rows when None) and insert `frame`, in one transaction.
 
         Creates the table from `frame`'s schema when it does not exist. Column names come from
         code, never from data; every value is a bound parameter. Returns the rows inserted.
         """
-        _check_identifier(table)
-        where = where or {}
-        for column in where:
-            _check_identifier(column)
-        with self.connect() as connection:
-            connection.execute("BEGIN TRANSACTION")
-            try:
-                connection.register("incoming", frame.to_arrow())
-                connection.execute(f'CREATE TABLE IF NOT EXISTS "{table}" AS SELECT * FROM incoming LIMIT 0')
-                if where:
-                    clause = " AND ".join(f'"{column}" IS NOT DISTINCT FROM ?' for column in where)
-                    connection.execute(f'DELETE FROM "{table}" WHERE {clause}', list(where.values()))
-                else:
-                    connection.execute(f'DELETE FROM "{table}"')
-                if frame.height:
-                    connection.execute(f'INSERT INTO "{table}" BY NAME SELECT * FROM incoming')
-                connection.execute("COMMIT")
-            except Exception:
-                connection.execute("ROLLBACK")
-                raise
-            finally:
-                connection.unregister("incoming")
+        with self.transaction() as connection:
+            replace_in(connection, table, frame, where)
         return frame.height
 
     def read(self, query: str, parameters: list | None = None) -> pl.DataFrame:
@@ -131,6 +127,32 @@ class TableStore:
             _check_identifier(column)
         clause = (" WHERE " + " AND ".join(f'"{c}" IS NOT DISTINCT FROM ?' for c in where)) if where else ""
         return self.read(f'SELECT * FROM "{table}"{clause}', list(where.values()))
+
+
+def replace_in(connection: duckdb.DuckDBPyConnection, table: str, frame: pl.DataFrame,
+               where: dict[str, object] | None = None) -> None:
+    """Inside an open transaction: delete the rows matching `where` (all when None), insert `frame`."""
+    _check_identifier(table)
+    where = where or {}
+    for column in where:
+        _check_identifier(column)
+    connection.register("incoming", frame.to_arrow())
+    try:
+        connection.execute(f'CREATE TABLE IF NOT EXISTS "{table}" AS SELECT * FROM incoming LIMIT 0')
+        if where:
+            clause = " AND ".join(f'"{column}" IS NOT DISTINCT FROM ?' for column in where)
+            connection.execute(f'DELETE FROM "{table}" WHERE {clause}', list(where.values()))
+        else:
+            connection.execute(f'DELETE FROM "{table}"')
+        if frame.height:
+            connection.execute(f'INSERT INTO "{table}" BY NAME SELECT * FROM incoming')
+    finally:
+        connection.unregister("incoming")
+
+
+def read_in(connection: duckdb.DuckDBPyConnection, query: str, parameters: list | None = None) -> pl.DataFrame:
+    """Run a query on an open connection and return a polars frame."""
+    return pl.from_arrow(connection.sql(query, params=parameters or None).to_arrow_table())
 
 
 def _check_identifier(name: str) -> None:

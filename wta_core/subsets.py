@@ -10,7 +10,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 
 from wta_core.config import RunConfig
 from wta_core.errors import ConfigError
@@ -42,16 +41,22 @@ def ablation_genre(genres: list[str], config: RunConfig) -> str:
 
 
 def subset_specs(genres: list[str], config: RunConfig) -> list[SubsetSpec]:
-    """Every subset of a run: one per genre, then full, controls, dose fractions and noise."""
+    """Every subset of a run: full, controls, one per genre, dose fractions and noise."""
     if not genres:
         return []
+    reserved = {FULL, "noise"} | {f"control-{s}" for s in config.lora.control_seeds}
+    clashes = sorted(reserved & set(genres))
+    if clashes:
+        raise ConfigError(f"genre names {clashes} clash with reserved subset names; rename those genre folders")
     seed = config.lora.seed
-    specs = [SubsetSpec(genre, "loo", genre, 1.0, seed) for genre in sorted(genres)]
-    specs.append(SubsetSpec(FULL, "full", None, 0.0, seed))
+    # The full adapter and the controls come first: every other subset is scored against
+    # the full adapter and calibrated against the controls.
+    specs = [SubsetSpec(FULL, "full", None, 0.0, seed)]
     for control_seed in config.lora.control_seeds:
         if control_seed == seed:
             raise ConfigError(f"lora.control_seeds must differ from lora.seed ({seed}); got {control_seed}")
         specs.append(SubsetSpec(f"control-{control_seed}", "control", None, 0.0, control_seed))
+    specs += [SubsetSpec(genre, "loo", genre, 1.0, seed) for genre in sorted(genres)]
     target = ablation_genre(genres, config)
     for fraction in config.lora.dose_fractions:
         specs.append(SubsetSpec(f"dose-{round(fraction * 100):02d}", "dose", target, fraction, seed))
@@ -90,23 +95,3 @@ def member_mask(spec: SubsetSpec, clip_genres: list[str], seed: int = 0) -> np.n
         mask[order[: int(round(spec.fraction * len(indices)))]] = False
     return mask
 
-
-def corrupt_features(features: torch.Tensor, clip_genres: list[str], spec: SubsetSpec,
-                     snr_db: float, seed: int = 0) -> torch.Tensor:
-    """Copy of `features` with the noise subset's genre corrupted by Gaussian noise at `snr_db`.
-
-    The noise is added to the normalised log-mel latent and the clip is standardised again, so
-    corrupted clips keep the latent's scale.
-    """
-    if spec.kind != "noise":
-        return features
-    corrupted = features.clone()
-    generator = torch.Generator().manual_seed(seed)
-    noise_scale = 10 ** (-snr_db / 20)
-    for index, genre in enumerate(clip_genres):
-        if genre != spec.removed_genre:
-            continue
-        noise = torch.randn(features.shape[1:], generator=generator)
-        mixed = features[index] + noise_scale * noise
-        corrupted[index] = (mixed - mixed.mean()) / mixed.std()
-    return corrupted

@@ -1,0 +1,1 @@
+"""Stage functions that read and write one WTA home; the Dagster assets call these."""
