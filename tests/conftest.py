@@ -10,6 +10,9 @@ import numpy as np
 import pytest
 import soundfile
 
+# The genre partitions are computed when wta_dagster is imported, from these settings.
+os.environ["WTA_PRESET"] = "smoke"
+os.environ["WTA_DATASET"] = "embedded"
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 

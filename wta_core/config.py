@@ -159,7 +159,7 @@ PRESETS: dict[str, RunConfig] = {
             pretrain_clips=24,
         ),
         base=BaseTrainConfig(steps=40, batch_size=8),
-        lora=LoraConfig(steps=12, batch_size=8, checkpoint_every=4),
+        lora=LoraConfig(steps=24, batch_size=8, checkpoint_every=4),
         sample=SampleConfig(steps=8, seeds=(0, 1)),
         validation=ValidationConfig(permutation_resamples=999),
         lds_subsets=4,

@@ -71,6 +71,25 @@ def clip_prompt_embeddings(clips: ClipSet, dataset: str) -> torch.Tensor:
     return torch.stack([table[genre] for genre in clips.genres])
 
 
+def ensure_prerequisites(paths: WtaPaths, config: RunConfig, dataset: str) -> list[str]:
+    """Build the dataset and the base model when they are missing; return what was built.
+
+    Lets one adapter partition be materialised on a fresh home on its own. The dataset and
+    base model assets rebuild the same files when materialised later.
+    """
+    from wta_core.data.prepare import prepare_dataset
+    from wta_core.pipeline.base import ensure_base_model
+
+    built = []
+    if not (paths.dataset_dir / "features.safetensors").exists():
+        prepare_dataset(dataset, config, paths)
+        built.append("dataset")
+    if config.model.kind == "embedded" and not paths.base_model_dir.exists():
+        ensure_base_model(paths, config)
+        built.append("base model")
+    return built
+
+
 def train_subset_adapter(
     paths: WtaPaths,
     config: RunConfig,
@@ -82,6 +101,7 @@ def train_subset_adapter(
 ) -> TrainResult:
     """Train (or resume) the adapter of `subset_id` and record it in the `adapters` table."""
     plan = plan_subset(paths, config, subset_id)
+    write_subset(paths, plan)
     if not paths.base_model_dir.exists():
         raise ArtifactError(f"no base model in {paths.base_model_dir}; materialise the base_model asset first")
     result = train_lora(

@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from wta_core.pipeline.adapters import train_subset_adapter
+from wta_core.pipeline.adapters import ensure_prerequisites, train_subset_adapter
 from wta_core.plots import curves
 from wta_core.subsets import FULL
 from wta_dagster.assets.model import base_model
@@ -30,6 +30,10 @@ def lora_adapters(context: dg.AssetExecutionContext, settings: WtaSettings, trai
     device = training.resolved_device()
     context.log.info(f"training adapter {subset_id!r}: {config.lora.steps} steps, batch {config.lora.batch_size}, "
                      f"rank {config.lora.rank}, device {device}, launcher {training.launcher}")
+    built = ensure_prerequisites(paths, config, settings.dataset_name())
+    if built:
+        context.log.warning(f"built the missing {' and '.join(built)} first; materialise gtzan_dataset and "
+                            "base_model to record them in the asset catalog")
     if training.launcher == "pipes":
         outcome = run_training_in_pipes(context, pipes_client, settings, training, subset_id)
         losses = outcome.pop("losses")

@@ -1,0 +1,37 @@
+"""A smoke run of the whole main job, shared by the pipeline tests of one session."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def prepare_home(home: Path, render_cache: Path) -> dict[str, str]:
+    """Environment for a WTA home with its own Dagster instance, as scripts/env.sh sets it."""
+    dagster_home = home / "dagster"
+    dagster_home.mkdir(parents=True, exist_ok=True)
+    shutil.copy(REPO / "dagster.yaml", dagster_home / "dagster.yaml")
+    return {"WTA_HOME": str(home), "DAGSTER_HOME": str(dagster_home), "WTA_PRESET": "smoke",
+            "WTA_DATASET": "embedded", "WTA_CACHE": str(render_cache)}
+
+
+@pytest.fixture(scope="session")
+def smoke_run(tmp_path_factory, render_cache) -> Path:
+    """Run the main job on the smoke preset once; return the WTA home."""
+    from wta_dagster.main import main
+
+    home = tmp_path_factory.mktemp("smoke") / "home"
+    with pytest.MonkeyPatch.context() as patch:
+        for key, value in prepare_home(home, render_cache).items():
+            patch.setenv(key, value)
+        assert main([]) == 0
+    return home
+
+
+def subprocess_env(home: Path, render_cache: Path) -> dict[str, str]:
+    return dict(os.environ) | prepare_home(home, render_cache)
