@@ -162,7 +162,7 @@ PRESETS: dict[str, RunConfig] = {
         lora=LoraConfig(steps=24, batch_size=8, checkpoint_every=4),
         sample=SampleConfig(steps=8, seeds=(0, 1)),
         validation=ValidationConfig(permutation_resamples=999),
-        lds_subsets=4,
+        lds_subsets=3,
     ),
     # The embedded main job: ten styles of real music, sized so scores mean something.
     "demo": RunConfig(name="demo"),

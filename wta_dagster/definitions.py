@@ -2,11 +2,11 @@
 
 import dagster as dg
 
-from wta_dagster.assets import adapters, dataset, model, scores, subsets, trajectories, validation
+from wta_dagster.assets import adapters, comparison, dataset, model, scores, subsets, trajectories, validation
 from wta_dagster.compute import TrainingResource
 from wta_dagster.resources import WtaSettings
 
-ASSET_MODULES = [dataset, model, subsets, adapters, trajectories, scores, validation]
+ASSET_MODULES = [dataset, model, subsets, adapters, trajectories, scores, validation, comparison]
 
 defs = dg.Definitions(
     assets=dg.load_assets_from_modules(ASSET_MODULES),

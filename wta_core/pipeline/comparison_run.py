@@ -1,0 +1,127 @@
+"""Run the four attribution methods on one home's outputs and compare them with retraining."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from wta_core.comparison.destination import destination_attribution
+from wta_core.comparison.embedding import embedding_attribution
+from wta_core.comparison.gradient import tracin_attribution
+from wta_core.comparison.method import wta_method_scores
+from wta_core.comparison.metrics import LdsInputs, compare_methods, lds_masks, output_divergence, retraining_effect
+from wta_core.comparison.report import comparison_frame, comparison_markdown, comparison_plot, comparison_rows
+from wta_core.config import RunConfig
+from wta_core.data.prepare import load_clips
+from wta_core.diffusion import sample_trajectory
+from wta_core.paths import WtaPaths
+from wta_core.pipeline.adapters import clip_prompt_embeddings
+from wta_core.pipeline.base import load_base, prompt_table
+from wta_core.pipeline.generation import load_denoiser, load_trajectory
+from wta_core.lora import load_adapter
+from wta_core.model import Denoiser
+from wta_core.storage import TableStore
+from wta_core.subsets import FULL
+from wta_core.training import ProgressCallback, train_lora
+
+log = logging.getLogger(__name__)
+
+LDS_SEED = 0
+
+
+@dataclass(frozen=True)
+class ComparisonOutcome:
+    """Rows of `method_comparison` and the files written for them."""
+
+    rows: list[dict]
+    markdown: str
+    plot: Path
+    lds_subsets: int
+
+
+def _lds_adapter_id(index: int) -> str:
+    return f"lds-{index:02d}"
+
+
+def lds_divergence(paths: WtaPaths, config: RunConfig, dataset: str, masks: np.ndarray, embed: Callable,
+                   full_embeddings: np.ndarray, progress: ProgressCallback | None = None,
+                   num_threads: int | None = None) -> np.ndarray:
+    """Train one adapter per half-subset mask and measure each prompt's output divergence [K, P]."""
+    clips = load_clips(paths)
+    genres, prompts, embeddings = prompt_table(sorted(set(clips.genres)), dataset)
+    clip_embeddings = clip_prompt_embeddings(clips, dataset)
+    shape = (config.audio.n_mels, config.audio.clip_frames)
+    finals = []
+    for index, removed in enumerate(masks):
+        removed_genres = {genre for genre, drop in zip(genres, removed) if drop}
+        member = torch.tensor([genre not in removed_genres for genre in clips.genres])
+        adapter_id = _lds_adapter_id(index)
+        folder = paths.adapter_dir(adapter_id)
+        if not (folder / "adapter_model.safetensors").exists():
+            train_lora(paths.base_model_dir, clips.features, clip_embeddings, member, config.lora,
+                       config.lora.seed, folder, paths.checkpoint_dir(adapter_id), progress=progress,
+                       num_threads=num_threads)
+        denoiser = Denoiser(load_adapter(load_base(paths), folder).eval())
+        with torch.no_grad():
+            trajectory = sample_trajectory(denoiser, embeddings, list(config.sample.seeds), config.sample.steps,
+                                           config.sample.guidance_scale, shape)
+        finals.append(trajectory.latents[:, :, -1])
+        log.info("LDS subset %d/%d (without %s) sampled", index + 1, len(masks), sorted(removed_genres))
+    others = np.stack([embed(final) for final in finals])
+    return output_divergence(full_embeddings, others)
+
+
+def compare_run(paths: WtaPaths, config: RunConfig, dataset: str, progress: ProgressCallback | None = None,
+                num_threads: int | None = None) -> ComparisonOutcome:
+    """Compute WTA, embedding similarity, TracIn-LoRA and destination-only scores, and compare them."""
+    clips = load_clips(paths)
+    genres = sorted(set(clips.genres))
+    full = load_trajectory(paths, FULL)
+    removed = {genre: load_trajectory(paths, genre) for genre in genres}
+    full_final = full.latents[:, :, -1]
+
+    store = TableStore(paths.database)
+    started = time.perf_counter()
+    scores = store.read("SELECT * FROM wta_scores WHERE method = ? AND weighting = ?",
+                        [config.score.method, config.score.weighting])
+    # WTA's own cost is the scoring of stored trajectories; retraining is counted separately.
+    wta = wta_method_scores(scores, genres, time.perf_counter() - started, len(config.lora.control_seeds),
+                            target=config.score.target)
+
+    embedding, space = embedding_attribution(full_final, clips.features, clips.genres, genres, full.genres,
+                                             config.audio)
+    destination = destination_attribution(full, removed, genres, method=config.score.method)
+    _, _, prompt_embeddings = prompt_table(genres, dataset)
+    gradient = tracin_attribution(load_denoiser(paths, FULL), full_final, prompt_embeddings, clips.features,
+                                  clip_prompt_embeddings(clips, dataset), clips.genres, genres, full.genres,
+                                  seed=config.score.seed)
+
+    effect = retraining_effect(space, full_final, {g: t.latents[:, :, -1] for g, t in removed.items()},
+                               genres, full.genres)
+    lds = None
+    k = config.lds_subsets
+    if k >= 3:
+        masks = lds_masks(genres, k, LDS_SEED)
+        divergence = lds_divergence(paths, config, dataset, masks, space.embed_latents,
+                                    space.embed_latents(full_final), progress, num_threads)
+        lds = LdsInputs(masks=masks, divergence=divergence)
+    evaluations = compare_methods([wta, embedding, gradient, destination], effect, lds)
+    rows = comparison_rows(evaluations)
+    store.replace_rows("method_comparison", comparison_frame(rows))
+    markdown = comparison_markdown(rows)
+    folder = paths.report_dir
+    folder.mkdir(parents=True, exist_ok=True)
+    temporary = folder / "method_comparison.md.tmp"
+    temporary.write_text(markdown, encoding="utf-8")
+    temporary.replace(folder / "method_comparison.md")
+    plot = comparison_plot(rows, folder / "method_comparison.png")
+    return ComparisonOutcome(rows=rows, markdown=markdown, plot=plot, lds_subsets=0 if lds is None else k)
+
+
+__all__ = ["compare_run", "ComparisonOutcome"]
