@@ -103,7 +103,7 @@ def test_trajectories_bit_identical_on_rerun(smoke_run, tmp_path):
     # Sampling again writes the same file; compare the tensors before and after.
     before = stored.latents.clone()
     threads = torch.get_num_threads()
-    torch.set_num_threads(2)  # the thread count of the training resource in the definitions
+    torch.set_num_threads(1)  # the thread count of the training resource in the definitions
     try:
         again = generate_trajectories(paths, SMOKE, "embedded", "quartet")
     finally:

@@ -148,6 +148,19 @@ class RunConfig:
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
+    @classmethod
+    def from_dict(cls, values: dict) -> "RunConfig":
+        """Rebuild a config written by `to_dict` (lists become tuples again) and validate it."""
+        sections = {}
+        for item in dataclasses.fields(cls):
+            value = values.get(item.name)
+            if isinstance(value, dict):
+                section_type = type(getattr(PRESETS[DEFAULT_PRESET], item.name))
+                value = section_type(**{key: tuple(v) if isinstance(v, list) else v for key, v in value.items()})
+            if value is not None:
+                sections[item.name] = value
+        return validate_config(cls(**sections))
+
 
 PRESETS: dict[str, RunConfig] = {
     # The whole pipeline in minutes on two CPU cores, for the test suite.

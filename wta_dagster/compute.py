@@ -59,7 +59,7 @@ def run_training_in_pipes(context: dg.AssetExecutionContext, client: dg.PipesSub
     invocation = client.run(
         context=context,
         command=[sys.executable, "-m", "wta_dagster.pipes_train"],
-        extras={"subset_id": subset_id},
+        extras={"subset_id": subset_id, "config": settings.run_config().to_dict()},
         env=env,
     )
     results = invocation.get_results()

@@ -8,7 +8,7 @@ import time
 
 from dagster_pipes import open_dagster_pipes
 
-from wta_core.config import get_preset
+from wta_core.config import RunConfig
 from wta_core.devices import pick_device
 from wta_core.paths import WtaPaths, resolve_home
 from wta_core.pipeline.adapters import train_subset_adapter
@@ -17,7 +17,8 @@ from wta_core.pipeline.adapters import train_subset_adapter
 def main() -> None:
     with open_dagster_pipes() as pipes:
         subset_id = pipes.get_extra("subset_id")
-        config = get_preset(os.environ.get("WTA_PRESET", "demo"))
+        # The parent sends its whole config, so the child trains with exactly the same values.
+        config = RunConfig.from_dict(pipes.get_extra("config"))
         paths = WtaPaths(resolve_home())
         threads = int(os.environ.get("WTA_NUM_THREADS", "0")) or None
         last = [0.0]
