@@ -1,0 +1,1 @@
+"""Example deployments that run the training partitions on an existing distributed engine."""
