@@ -80,3 +80,8 @@ def make_gtzan(root: Path, clips: int = 3, seconds: float = 3.0, bad_cases: bool
         # The same bytes filed under two genres, as in GTZAN's replicas.
         (base / "jazz" / "jazz.00099.wav").write_bytes((base / "metal" / "metal.00000.wav").read_bytes())
     return root
+
+
+# Defined once here, so every module shares the session's single smoke run; a session
+# fixture imported into each test module would run once per module.
+from tests.pipeline_fixtures import smoke_run  # noqa: E402,F401

@@ -166,7 +166,11 @@ def test_unusable_dataset_fails_clearly(tmp_path, case):
     message = failure_message(result)
     expected = {"missing": "does not exist", "file": "is a file", "empty": "is empty",
                 "no_genres": "no genre folders"}[case]
+    remedy = {"missing": "or set it to 'embedded'", "file": "or set it to 'embedded'",
+              "empty": "or set WTA_DATASET to 'embedded'",
+              "no_genres": "expected <root>/<genre>/<genre>.000NN.wav"}[case]
     assert expected in message
+    assert remedy in message
     assert str(target) in message
 
 

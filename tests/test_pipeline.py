@@ -9,7 +9,6 @@ import numpy as np
 import torch
 from peft import PeftModel
 
-from tests.pipeline_fixtures import smoke_run  # noqa: F401  (session fixture)
 from wta_core.config import get_preset
 from wta_core.model import load_base_model
 from wta_core.paths import WtaPaths

@@ -14,6 +14,7 @@ import logging
 import math
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import duckdb
@@ -438,18 +439,18 @@ def non_negative_int(text: str) -> int:
     return value
 
 
-def build_parser() -> argparse.ArgumentParser:
+def common_options() -> argparse.ArgumentParser:
+    """The --home and --json options, as a parent parser of every command."""
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--home", default=None,
                         help="WTA home folder, the one that contains wta.duckdb (default: $WTA_HOME, else .wta)")
     common.add_argument("--json", action="store_true",
                         help="print one JSON object on stdout instead of text")
+    return common
 
-    parser = argparse.ArgumentParser(
-        prog="wta", description="Read the tables, scores and validation results of a WTA home.",
-        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+def add_read_commands(commands, common: argparse.ArgumentParser) -> None:
+    """Add `tables`, `scores` and `report` to the subparsers action `commands`."""
     commands.add_parser("tables", parents=[common], help="list tables and views with row counts",
                         description=TABLES_HELP, epilog=EPILOG,
                         formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -463,21 +464,34 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser("report", parents=[common], help="validation verdicts and the report path",
                         description=REPORT_HELP, epilog=EPILOG,
                         formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
+READ_COMMANDS = ("tables", "scores", "report")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="wta", description="Read the tables, scores and validation results of a WTA home.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    add_read_commands(commands, common_options())
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run one `wta` command and return its exit code: 0 on success, 2 on any error."""
-    args = build_parser().parse_args(argv)
-    # TableStore logs a warning every 10 s while it waits for a locked database.
-    logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="wta: %(message)s")
-    home = resolve_home(args.home)
+def run_read_command(args: argparse.Namespace, home: Path) -> int:
+    """Run `tables`, `scores` or `report` as parsed into `args`."""
+    if args.command == "tables":
+        return run_tables(home, args.json)
+    if args.command == "scores":
+        return run_scores(home, args.json, args.target, args.top)
+    return run_report(home, args.json)
+
+
+def run_guarded(home: Path, command: Callable[[], int]) -> int:
+    """Run `command` and return its exit code; print a known error on stderr and return 2."""
     try:
-        if args.command == "tables":
-            return run_tables(home, args.json)
-        if args.command == "scores":
-            return run_scores(home, args.json, args.target, args.top)
-        return run_report(home, args.json)
+        return command()
     except WtaError as error:
         print(f"wta: {error}", file=sys.stderr)
     except duckdb.Error as error:
@@ -489,6 +503,15 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as error:
         print(f"wta: cannot open {WtaPaths(home).database}: {error}", file=sys.stderr)
     return EXIT_ERROR
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one `wta` command and return its exit code: 0 on success, 2 on any error."""
+    args = build_parser().parse_args(argv)
+    # TableStore logs a warning every 10 s while it waits for a locked database.
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="wta: %(message)s")
+    home = resolve_home(args.home)
+    return run_guarded(home, lambda: run_read_command(args, home))
 
 
 if __name__ == "__main__":

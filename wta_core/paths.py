@@ -89,4 +89,8 @@ def bind_preset(paths: WtaPaths, preset: str) -> None:
                 f"set WTA_HOME to another folder for {preset!r}, or delete {paths.home} to start over"
             )
         return
-    marker.write_text(preset + "\n", encoding="utf-8")
+    # Written under another name and renamed, so a killed run never leaves an empty marker
+    # that would bind the home to no preset.
+    temporary = marker.with_name("preset.tmp")
+    temporary.write_text(preset + "\n", encoding="utf-8")
+    temporary.replace(marker)

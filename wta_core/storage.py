@@ -147,7 +147,10 @@ def replace_in(connection: duckdb.DuckDBPyConnection, table: str, frame: pl.Data
         if frame.height:
             connection.execute(f'INSERT INTO "{table}" BY NAME SELECT * FROM incoming')
     finally:
-        connection.unregister("incoming")
+        # After a failed statement the transaction is aborted and unregister fails as well;
+        # that second error would hide the first, and the caller's rollback drops the view.
+        with contextlib.suppress(duckdb.TransactionException):
+            connection.unregister("incoming")
 
 
 def read_in(connection: duckdb.DuckDBPyConnection, query: str, parameters: list | None = None) -> pl.DataFrame:

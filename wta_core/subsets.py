@@ -1,8 +1,10 @@
-"""Training subsets of one run: leave-one-genre-out, full data, controls and ablations.
+"""Training subsets of one run: leave-one-genre-out, full data, controls, ablations and user subsets.
 
 A subset is the full training set with some clips removed (or, for the noise ablation,
 replaced by corrupted copies). Every subset of a run keeps the full set's clip order, so a
-training run differs from the full one only in the data it was given.
+training run differs from the full one only in the data it was given. User subsets are
+named lists of tracks registered with `wta subsets add`; their adapter id is
+`subset-<name>` (see `wta_core.pipeline.user_subsets`).
 """
 
 from __future__ import annotations
@@ -15,6 +17,9 @@ from wta_core.config import RunConfig
 from wta_core.errors import ConfigError
 
 FULL = "full"
+USER_PREFIX = "subset-"  # adapter id of a user subset: this prefix and the subset's name
+# Substrings that Dagster 1.13 rejects in partition keys. Each genre name becomes a partition key.
+NOT_IN_PARTITION_KEYS = ("...", "\a", "\b", "\f", "\n", "\r", "\t", "\v", "\0")
 
 
 @dataclass(frozen=True)
@@ -22,10 +27,11 @@ class SubsetSpec:
     """What one partition trains on."""
 
     subset_id: str
-    kind: str  # full | loo | control | dose | noise
+    kind: str  # full | loo | control | dose | noise | user
     removed_genre: str | None
-    fraction: float  # share of `removed_genre`'s clips removed (or corrupted for noise)
+    fraction: float  # share of `removed_genre`'s clips removed (or corrupted for noise); 1.0 for user
     seed: int  # training seed
+    removed_tracks: tuple[str, ...] = ()  # user subsets only: the track ids left out
 
     def to_row(self) -> dict:
         return {"subset_id": self.subset_id, "kind": self.kind, "removed_genre": self.removed_genre,
@@ -48,6 +54,10 @@ def subset_specs(genres: list[str], config: RunConfig) -> list[SubsetSpec]:
     clashes = sorted(reserved & set(genres))
     if clashes:
         raise ConfigError(f"genre names {clashes} clash with reserved subset names; rename those genre folders")
+    unusable = sorted(genre for genre in genres if any(part in genre for part in NOT_IN_PARTITION_KEYS))
+    if unusable:
+        raise ConfigError(f"genre names {unusable} cannot be partition keys because they contain '...' or a "
+                          "control character; rename those genre folders")
     seed = config.lora.seed
     # The full adapter and the controls come first: every other subset is scored against
     # the full adapter and calibrated against the controls.
@@ -79,15 +89,27 @@ def find_spec(subset_id: str, genres: list[str], config: RunConfig) -> SubsetSpe
     )
 
 
-def member_mask(spec: SubsetSpec, clip_genres: list[str], seed: int = 0) -> np.ndarray:
+def user_adapter_id(name: str) -> str:
+    """Adapter (and subset) id of the user subset called `name`."""
+    return USER_PREFIX + name
+
+
+def member_mask(spec: SubsetSpec, clip_genres: list[str], seed: int = 0,
+                track_ids: list[str] | None = None) -> np.ndarray:
     """Boolean [N]: which clips of the full set this subset trains on.
 
     Dose subsets remove a seeded, nested share of the genre: the clips removed at 25% are
-    also removed at 50% and 75%.
+    also removed at 50% and 75%. User subsets remove their `removed_tracks`, which needs
+    `track_ids`, the clips' track ids in the same order as `clip_genres`.
     """
     genres = np.asarray(clip_genres)
     mask = np.ones(len(genres), dtype=bool)
-    if spec.kind == "loo":
+    if spec.kind == "user":
+        if track_ids is None or len(track_ids) != len(genres):
+            raise ValueError(f"user subset {spec.subset_id!r} needs one track id per clip to build its mask")
+        removed = set(spec.removed_tracks)
+        mask &= np.array([track not in removed for track in track_ids], dtype=bool)
+    elif spec.kind == "loo":
         mask &= genres != spec.removed_genre
     elif spec.kind == "dose":
         indices = np.flatnonzero(genres == spec.removed_genre)

@@ -15,6 +15,7 @@ import time
 import dagster as dg
 
 from wta_dagster.definitions import defs
+from wta_dagster.partitions import subset_partitions
 
 log = logging.getLogger("wta.main")
 
@@ -51,6 +52,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
+    valid = subset_partitions.get_partition_keys()
+    unknown = [key for key in args.partition or [] if key not in valid]
+    if unknown:
+        # Checked before any stage runs, because Dagster itself would only report the key as not found.
+        raise SystemExit(f"unknown --partition {', '.join(map(repr, unknown))}: not a subset of this dataset "
+                         f"and preset; choose from {', '.join(valid) or 'none (check WTA_DATASET)'}")
+
     instance = dg.DagsterInstance.get()
     job = defs.get_implicit_global_asset_job_def()
     first = _present(UNPARTITIONED_FIRST)
@@ -58,9 +66,7 @@ def main(argv: list[str] | None = None) -> int:
         _run(job, instance, first, None)
     partitioned = _present(PARTITIONED)
     if partitioned:
-        from wta_dagster.partitions import subset_partitions
-
-        keys = args.partition or subset_partitions.get_partition_keys()
+        keys = args.partition or valid
         for key in keys:
             _run(job, instance, partitioned, key)
     last = _present(UNPARTITIONED_LAST)

@@ -1,8 +1,9 @@
-"""Partitions: one per training subset, computed when the definitions load.
+"""Partitions: one per training subset.
 
-The keys are the dataset's genres (each a leave-one-genre-out subset) followed by the
-reference subsets: the full data, the control replicates, the dose-response fractions and the
-noise ablation. Listing genres only reads folder names, so loading stays fast.
+The built-in keys are computed when the definitions load: the dataset's genres (each a
+leave-one-genre-out subset) followed by the reference subsets: the full data, the control
+replicates, the dose-response fractions and the noise ablation. Listing genres only reads
+folder names, so loading stays fast. User subsets are dynamic partitions of their own.
 """
 
 from __future__ import annotations
@@ -29,3 +30,8 @@ def _current_keys() -> list[str]:
 
 
 subset_partitions = dg.StaticPartitionsDefinition(_current_keys())
+
+# User subsets, one partition per name, added and deleted by `wta subsets add` and `remove`.
+# The keys live in the Dagster instance, so every process that shares $DAGSTER_HOME sees them.
+USER_SUBSETS = "user_subsets"
+user_subset_partitions = dg.DynamicPartitionsDefinition(name=USER_SUBSETS)

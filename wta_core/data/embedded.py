@@ -199,7 +199,10 @@ def _cached_render(cache: Path, piece: Piece, program: int) -> tuple[Path, str]:
     except Exception as error:  # noqa: BLE001 - music21 raises many unrelated types per file
         reason = f"could not parse or render {piece.label}: {type(error).__name__}: {error}"[:300]
         failed.parent.mkdir(parents=True, exist_ok=True)
-        failed.write_text(reason, encoding="utf-8")
+        # Renamed into place, because an empty record left by a kill would read as rendered.
+        temporary = failed.with_suffix(".tmp")
+        temporary.write_text(reason, encoding="utf-8")
+        temporary.replace(failed)
         log.warning("%s", reason)
         return wav, reason
     wav.parent.mkdir(parents=True, exist_ok=True)
@@ -255,4 +258,6 @@ def style_prompts() -> dict[str, str]:
 
 def write_split(split: list[dict], path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(split, indent=1), encoding="utf-8")
+    temporary = path.with_suffix(".tmp")
+    temporary.write_text(json.dumps(split, indent=1), encoding="utf-8")
+    temporary.replace(path)

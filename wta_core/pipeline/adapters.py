@@ -13,7 +13,8 @@ from wta_core.data.prepare import ClipSet, genre_prompts, load_clips
 from wta_core.errors import ArtifactError
 from wta_core.paths import WtaPaths
 from wta_core.storage import TableStore
-from wta_core.subsets import SubsetSpec, find_spec, member_mask
+from wta_core.pipeline.user_subsets import user_subset_spec
+from wta_core.subsets import USER_PREFIX, SubsetSpec, find_spec, member_mask, subset_keys
 from wta_core.text import PromptEncoder
 from wta_core.training import ProgressCallback, TrainResult, train_lora
 
@@ -40,11 +41,14 @@ class SubsetPlan:
 
 
 def plan_subset(paths: WtaPaths, config: RunConfig, subset_id: str) -> SubsetPlan:
-    """Resolve a partition key against the stored dataset."""
+    """Resolve a partition key, or the adapter id `subset-<name>` of a user subset, against the stored dataset."""
     clips = load_clips(paths)
     genres = sorted(set(clips.genres))
-    spec = find_spec(subset_id, genres, config)
-    mask = torch.from_numpy(member_mask(spec, clips.genres, seed=config.lora.seed))
+    if subset_id.startswith(USER_PREFIX) and subset_id not in subset_keys(genres, config):
+        spec = user_subset_spec(paths, config, subset_id.removeprefix(USER_PREFIX))
+    else:
+        spec = find_spec(subset_id, genres, config)
+    mask = torch.from_numpy(member_mask(spec, clips.genres, seed=config.lora.seed, track_ids=clips.track_ids))
     corrupt = None
     if spec.kind == "noise":
         corrupt = torch.tensor([genre == spec.removed_genre for genre in clips.genres])

@@ -11,7 +11,7 @@ import numpy as np
 import polars as pl
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
+from safetensors.torch import save
 
 from wta_core.config import RunConfig
 from wta_core.data.prepare import load_clips
@@ -56,7 +56,13 @@ def trajectory_path(paths: WtaPaths, adapter_id: str) -> Path:
 def load_denoiser(paths: WtaPaths, adapter_id: str, device: str = "cpu") -> Denoiser:
     """The base model with `adapter_id`'s adapter, its checksum verified against `adapters`."""
     record = adapter_record(paths, adapter_id)
-    model = load_adapter(load_base(paths), record["path"], expected_sha256=record["sha256"])
+    # The folder comes from the layout, not the stored path, so a moved or copied home works.
+    try:
+        model = load_adapter(load_base(paths), paths.adapter_dir(adapter_id), expected_sha256=record["sha256"])
+    except ArtifactError as error:
+        raise type(error)(
+            f"{error}. To retrain it, materialise lora_adapters for partition {adapter_id!r} again"
+        ) from error
     return Denoiser(model.to(device).eval())
 
 
@@ -71,6 +77,23 @@ def generate_trajectories(paths: WtaPaths, config: RunConfig, dataset: str, adap
             denoiser, embeddings.to(device), list(config.sample.seeds), config.sample.steps,
             config.sample.guidance_scale, latent_shape, prompts=[prompts[g] for g in genres])
     return save_trajectory(paths, config, adapter_id, genres, trajectory)
+
+
+def write_safetensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
+    """Write `tensors` and `metadata` to `path` in the safetensors format, with the header's keys sorted.
+
+    safetensors 0.8.0 serialises the metadata from a hash map, so the key order, and with it
+    the file's bytes, changes from call to call. Sorted keys make reruns byte-identical.
+    """
+    data = memoryview(save(tensors, metadata=metadata))
+    length = int.from_bytes(data[:8], "little")
+    header = json.loads(bytes(data[8 : 8 + length]))
+    text = json.dumps(header, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    text += b" " * (-len(text) % 8)  # the format pads the header with spaces to a multiple of 8 bytes
+    with open(path, "wb") as handle:
+        handle.write(len(text).to_bytes(8, "little"))
+        handle.write(text)
+        handle.write(data[8 + length :])
 
 
 def save_trajectory(paths: WtaPaths, config: RunConfig, adapter_id: str, genres: list[str],
@@ -88,9 +111,20 @@ def save_trajectory(paths: WtaPaths, config: RunConfig, adapter_id: str, genres:
     metadata = {"adapter_id": adapter_id, "genres": json.dumps(genres),
                 "prompts": json.dumps(list(trajectory.prompts)), "seeds": json.dumps(list(trajectory.seeds)),
                 "guidance_scale": str(trajectory.guidance_scale)}
+    # Readers open only the final name, so a file cut short by a kill stays under the
+    # temporary name, is never read, and is overwritten by the next run.
     temporary = path.with_suffix(".tmp")
-    save_file(tensors, str(temporary), metadata=metadata)
-    temporary.replace(path)
+    try:
+        write_safetensors(temporary, tensors, metadata)
+        temporary.replace(path)
+    except (OSError, SafetensorError) as error:
+        if temporary.is_file():
+            temporary.unlink()
+        raise ArtifactError(
+            f"could not write the trajectories of {adapter_id!r} to {path} ({error}); the previous file, "
+            f"if any, is unchanged. Free disk space or make {path.parent} writable, then materialise "
+            f"trajectories for partition {adapter_id!r} again"
+        ) from error
 
     steps = trajectory.steps
     shape = "x".join(str(n) for n in (steps, *trajectory.latents.shape[-2:]))

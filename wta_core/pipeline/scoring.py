@@ -105,8 +105,10 @@ def store_scores(paths: WtaPaths, outcome: ScoreOutcome) -> pl.DataFrame:
         replace_in(connection, "wta_scores", outcome.scores, {"adapter_id": adapter_id})
         method = outcome.scores["method"][0]
         weighting = outcome.scores["weighting"][0]
-        every = read_in(connection, "SELECT * FROM wta_scores WHERE method = ? AND weighting = ?",
-                        [method, weighting])
+        # Ordered, because the noise floor's mean and spread are float sums whose last bits
+        # depend on the order of the control scores.
+        every = read_in(connection, "SELECT * FROM wta_scores WHERE method = ? AND weighting = ? "
+                        "ORDER BY adapter_id, target, prompt, seed", [method, weighting])
         controls = every.filter(pl.col("kind") == "control")
         is_control = outcome.scores["kind"][0] == "control"
         affected = every if is_control else every.filter(pl.col("adapter_id") == adapter_id)

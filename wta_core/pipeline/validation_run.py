@@ -35,8 +35,9 @@ SWITCH_FRACTIONS = (0.25, 0.5, 0.75)  # switch points as shares of the sampling 
 def _scores(store: TableStore, config: RunConfig) -> pl.DataFrame:
     if not store.table_exists("wta_scores"):
         return pl.DataFrame()
+    # Ordered, because the tests average these rows and float sums depend on their order.
     return store.read(
-        "SELECT * FROM wta_scores WHERE target = ? AND method = ? AND weighting = ?",
+        "SELECT * FROM wta_scores WHERE target = ? AND method = ? AND weighting = ? ORDER BY adapter_id, prompt, seed",
         [config.score.target, config.score.method, config.score.weighting])
 
 
@@ -124,7 +125,8 @@ def gather_inputs(paths: WtaPaths, config: RunConfig, dataset: str) -> Validatio
 
     noise = scores.filter(pl.col("kind") == "noise")
     if noise.height:
-        means = noise.group_by("prompt").agg(pl.col("score").mean())
+        # Sorted, because group_by's order varies between runs and the details store this dict.
+        means = noise.group_by("prompt").agg(pl.col("score").mean()).sort("prompt")
         inputs.noise_scores = dict(zip(means["prompt"].to_list(), means["score"].to_list()))
         inputs.noise_genre = target
 
@@ -180,6 +182,15 @@ def validate_run(paths: WtaPaths, config: RunConfig, dataset: str) -> tuple[list
         "(SELECT count(DISTINCT genre) FROM tracks WHERE status = 'ok') AS genres")
     run_info = {"preset": config.name, "dataset": dataset, "code_version": code_version(),
                 "data": counts.to_dicts()[0], "config": dataclasses.asdict(config)}
-    files = write_report(results, hill, run_info, paths.report_dir)
+    # The report files go first and the table last, so a failed write leaves the earlier
+    # `validation_results` rows in place.
+    try:
+        files = write_report(results, hill, run_info, paths.report_dir)
+    except OSError as error:
+        raise ArtifactError(
+            f"could not write the validation report into {paths.report_dir} ({error}); the validation_results "
+            "rows are unchanged and no report file is half-written. Free disk space or make the folder writable, "
+            "then materialise validation_report again"
+        ) from error
     TableStore(paths.database).replace_rows("validation_results", result_rows(results))
     return results, files

@@ -24,9 +24,17 @@ from wta_dagster.resources import WtaSettings
 )
 def lora_adapters(context: dg.AssetExecutionContext, settings: WtaSettings, training: TrainingResource,
                   pipes_client: dg.PipesSubprocessClient) -> dg.MaterializeResult:
+    return train_adapter(context, settings, training, pipes_client, context.partition_key)
+
+
+def train_adapter(context: dg.AssetExecutionContext, settings: WtaSettings, training: TrainingResource,
+                  pipes_client: dg.PipesSubprocessClient, subset_id: str) -> dg.MaterializeResult:
+    """Train (or resume) the adapter of `subset_id` and describe it as materialisation metadata.
+
+    Shared by the genre partitions and the user subsets, whose adapter id is `subset-<name>`.
+    """
     config = settings.run_config()
     paths = settings.paths()
-    subset_id = context.partition_key
     device = training.resolved_device()
     context.log.info(f"training adapter {subset_id!r}: {config.lora.steps} steps, batch {config.lora.batch_size}, "
                      f"rank {config.lora.rank}, device {device}, launcher {training.launcher}")

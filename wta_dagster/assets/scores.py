@@ -31,8 +31,10 @@ TOP_ROWS = 15
                 "Reads the full partition's trajectories as the reference.",
 )
 def wta_scores(context: dg.AssetExecutionContext, settings: WtaSettings):
-    config = settings.run_config()
-    paths = settings.paths()
+    # Both calls check the settings, also for the reference partition: an unknown preset, or a
+    # home that holds another preset's run, raises here.
+    settings.run_config()
+    settings.paths()
     adapter_id = context.partition_key
     if adapter_id == FULL:
         context.log.info("the full adapter is the reference; its scores against itself are not stored")
@@ -41,6 +43,18 @@ def wta_scores(context: dg.AssetExecutionContext, settings: WtaSettings):
             dg.AssetCheckResult(check_name="every_prompt_scored", passed=True, metadata={"rows": 0}),
         ])
         return
+    yield score_partition(context, settings, adapter_id)
+
+
+def score_partition(context: dg.AssetExecutionContext, settings: WtaSettings,
+                    adapter_id: str) -> dg.MaterializeResult:
+    """Score one adapter against the full one and return the result with its two check results.
+
+    Shared with the user subsets. The checks are named `scores_finite` and `every_prompt_scored`
+    on whichever asset calls this.
+    """
+    config = settings.run_config()
+    paths = settings.paths()
     scores = score_adapter(paths, config, adapter_id)
     store = settings.store()
     chosen = scores.filter(pl.col("target") == config.score.target)
@@ -79,7 +93,7 @@ def wta_scores(context: dg.AssetExecutionContext, settings: WtaSettings):
         "FROM wta_scores WHERE target = ? GROUP BY ALL ORDER BY mean_score DESC LIMIT ?",
         [config.score.target, TOP_ROWS])
     metadata["top_scores_all_adapters"] = markdown_table(top.to_dicts())
-    yield dg.MaterializeResult(metadata=metadata, check_results=[
+    return dg.MaterializeResult(metadata=metadata, check_results=[
         dg.AssetCheckResult(check_name="scores_finite", passed=finite, metadata={"rows": scores.height}),
         dg.AssetCheckResult(check_name="every_prompt_scored", passed=chosen.height == expected,
                             metadata={"scores": chosen.height, "expected": expected}),

@@ -21,9 +21,14 @@ from wta_dagster.resources import WtaSettings
 )
 def trajectories(context: dg.AssetExecutionContext, settings: WtaSettings,
                  training: TrainingResource) -> dg.MaterializeResult:
+    return sample_adapter_trajectories(context, settings, training, context.partition_key)
+
+
+def sample_adapter_trajectories(context: dg.AssetExecutionContext, settings: WtaSettings,
+                                training: TrainingResource, adapter_id: str) -> dg.MaterializeResult:
+    """Sample, store and render the genre-prompt trajectories of one adapter; shared with the user subsets."""
     config = settings.run_config()
     paths = settings.paths()
-    adapter_id = context.partition_key
     device = training.resolved_device()
     threads = training.threads()
     previous = torch.get_num_threads()
