@@ -204,6 +204,8 @@ def dismiss_community_dialog(page, url: str) -> None:
 def test_asset_graph_shows_assets_and_partitions(dagster_ui, page, tmp_path):
     from playwright.sync_api import expect
 
+    # expect() waits 5 s by default, whatever the context's timeout; a loaded machine needs more.
+    expect.set_options(timeout=PAGE_TIMEOUT_MS)
     page_errors: list[str] = []
     page.on("pageerror", lambda error: page_errors.append(str(error)))
     keys = subset_partitions.get_partition_keys()
