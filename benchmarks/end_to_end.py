@@ -84,7 +84,7 @@ def run_preset(preset: str, home: Path, cache: Path | None = None) -> dict:
 
 
 def run(quick: bool = False, demo_home: str | None = None) -> dict:
-    """The smoke preset from scratch; the demo preset's stages from `demo_home` when given."""
+    """Run the smoke preset from scratch, and read the demo preset's stages from `demo_home` if given."""
     results = {}
     with tempfile.TemporaryDirectory() as folder:
         results["smoke"] = run_preset("smoke", Path(folder) / "home", cache=Path(folder) / "cache")

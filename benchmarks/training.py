@@ -43,7 +43,7 @@ def _config(steps: int) -> RunConfig:
 
 
 def _make_home(home: Path, config: RunConfig, clips_per_genre: int) -> WtaPaths:
-    """A home with synthetic clips and an untrained base model: enough for the adapter asset."""
+    """Build a home with synthetic clips and an untrained base model, enough for the adapter asset."""
     paths = WtaPaths(home)
     paths.dataset_dir.mkdir(parents=True, exist_ok=True)
     count = clips_per_genre * len(GENRES)
@@ -61,7 +61,7 @@ def _make_home(home: Path, config: RunConfig, clips_per_genre: int) -> WtaPaths:
 
 
 def bare_loop_seconds(config: RunConfig, paths: WtaPaths, steps: int) -> float:
-    """A plain peft loop: random batches of the stored clips, v-prediction loss, AdamW."""
+    """Time a plain peft loop: random batches of the stored clips, v-prediction loss, AdamW."""
     from wta_core.model import load_base_model
     from safetensors.torch import load_file
 

@@ -33,5 +33,11 @@ def smoke_run(tmp_path_factory, render_cache) -> Path:
     return home
 
 
+def copy_home(source: Path, target: Path) -> Path:
+    """Copy a finished home, without its lock files, for a test that writes into it."""
+    shutil.copytree(source, target, ignore=shutil.ignore_patterns("*.lock"))
+    return target
+
+
 def subprocess_env(home: Path, render_cache: Path) -> dict[str, str]:
     return dict(os.environ) | prepare_home(home, render_cache)

@@ -9,7 +9,6 @@ import contextlib
 import hashlib
 import io
 import json
-import shutil
 from pathlib import Path
 
 import dagster as dg
@@ -18,7 +17,7 @@ import polars as pl
 import pytest
 import torch
 
-from tests.pipeline_fixtures import prepare_home
+from tests.pipeline_fixtures import copy_home, prepare_home
 from wta_core.paths import WtaPaths
 from wta_core.pipeline.user_subsets import list_user_subsets
 from wta_core.storage import TableStore
@@ -34,9 +33,7 @@ REMOVALS = ["chorale", "dose-25", "dose-50", "dose-75", "fiddle", "noise", "quar
 
 @pytest.fixture(scope="module")
 def home(smoke_run, tmp_path_factory) -> Path:
-    target = tmp_path_factory.mktemp("attribute") / "home"
-    shutil.copytree(smoke_run, target, ignore=shutil.ignore_patterns("*.lock"))
-    return target
+    return copy_home(smoke_run, tmp_path_factory.mktemp("attribute") / "home")
 
 
 @pytest.fixture

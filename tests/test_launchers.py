@@ -8,6 +8,7 @@ import dagster as dg
 import numpy as np
 import torch
 
+from tests.pipeline_fixtures import copy_home
 from wta_core.config import get_preset
 from wta_core.diffusion import sample_trajectory
 from wta_core.paths import WtaPaths
@@ -27,8 +28,7 @@ def test_pipes_launcher_matches_in_process(smoke_run, tmp_path, monkeypatch):
     from wta_dagster.compute import TrainingResource
     from wta_dagster.resources import WtaSettings
 
-    home = tmp_path / "home"
-    shutil.copytree(smoke_run, home, ignore=shutil.ignore_patterns("*.lock"))
+    home = copy_home(smoke_run, tmp_path / "home")
     store = TableStore(home / "wta.duckdb")
     in_process_sha = store.read_table("adapters", {"adapter_id": "fiddle"})["sha256"][0]
     shutil.rmtree(home / "adapters" / "fiddle")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import sys
 import threading
@@ -12,16 +11,11 @@ from pathlib import Path
 import duckdb
 import polars as pl
 
-from tests.pipeline_fixtures import subprocess_env
+from tests.pipeline_fixtures import copy_home, subprocess_env
 from wta_core.storage import TableStore
 
 GENRES = ["chorale", "fiddle", "quartet"]
 ASSETS = "loo_subsets,lora_adapters,trajectories,wta_scores"
-
-
-def copy_home(source: Path, target: Path) -> Path:
-    shutil.copytree(source, target, ignore=shutil.ignore_patterns("*.lock"))
-    return target
 
 
 def snapshot(home: Path, table: str, order: list[str]) -> pl.DataFrame:
@@ -29,7 +23,7 @@ def snapshot(home: Path, table: str, order: list[str]) -> pl.DataFrame:
 
 
 class Reader(threading.Thread):
-    """A user's own duckdb session: opens the file read-only over and over, briefly."""
+    """A user's own duckdb session, which opens the file read-only over and over, briefly."""
 
     def __init__(self, database: Path):
         super().__init__(daemon=True)
@@ -72,7 +66,7 @@ def test_parallel_genre_backfill(smoke_run, tmp_path, render_cache):
 
     for genre, process, output in zip(GENRES, processes, outputs):
         assert process.returncode == 0, f"{genre} failed:\n{output[-3000:]}"
-        # A writer that meets the reader's lock waits and says so; it never fails on it.
+        # A writer that meets the reader's lock logs that it waits, and does not fail on it.
         lock_lines = [line for line in output.splitlines() if "Could not set lock" in line]
         assert all("waiting for" in line for line in lock_lines), lock_lines[:3]
     assert reader.reads > 0

@@ -7,7 +7,6 @@ materialised once (the `pair` fixture); the removal test runs last and deletes i
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -19,7 +18,7 @@ import pytest
 import torch
 from polars.testing import assert_frame_equal
 
-from tests.pipeline_fixtures import prepare_home, subprocess_env
+from tests.pipeline_fixtures import copy_home, prepare_home, subprocess_env
 from wta_core.config import get_preset
 from wta_core.paths import WtaPaths
 from wta_core.pipeline.adapters import plan_subset
@@ -36,9 +35,7 @@ DAGSTER = str(Path(sys.executable).with_name("dagster"))
 
 @pytest.fixture(scope="module")
 def home(smoke_run, tmp_path_factory) -> Path:
-    target = tmp_path_factory.mktemp("user_subsets") / "home"
-    shutil.copytree(smoke_run, target, ignore=shutil.ignore_patterns("*.lock"))
-    return target
+    return copy_home(smoke_run, tmp_path_factory.mktemp("user_subsets") / "home")
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ def resolve_home(value: str | os.PathLike | None = None) -> Path:
 class WtaPaths:
     """Folders and files below one WTA home. Creating them is the caller's job.
 
-    One home holds one preset's run (see `bind_preset`); use another home for another preset.
+    One home contains one preset's run (see `bind_preset`), so use another home for another preset.
     """
 
     home: Path
@@ -73,7 +73,7 @@ class WtaPaths:
 
 
 def bind_preset(paths: WtaPaths, preset: str) -> None:
-    """Record `preset` as the home's preset, or raise if the home already holds another one.
+    """Record `preset` as the home's preset, or raise if the home already contains another one.
 
     The DuckDB tables have no preset column, so mixing presets in one home would mix rows.
     """

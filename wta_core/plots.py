@@ -22,7 +22,7 @@ def _save(figure, path: Path) -> Path:
 
 def genre_spectrograms(examples: dict[str, np.ndarray], path: Path,
                        title: str = "normalised log-mel, first clip of each genre (mel bins by frames)") -> Path:
-    """One normalised log-mel image [n_mels, frames] per genre, side by side."""
+    """Draw one normalised log-mel image [n_mels, frames] per genre, side by side."""
     genres = sorted(examples)
     columns = min(5, len(genres))
     rows = int(np.ceil(len(genres) / columns))

@@ -1,7 +1,7 @@
-"""The DuckDB file that holds every table, written safely from parallel processes.
+"""The DuckDB file that contains every table, written safely from parallel processes.
 
-DuckDB lets one process at a time open a database file for writing, and a process that holds
-it read-only also blocks writers. So every connection here is short: a cross-process file lock
+DuckDB lets one process at a time open a database file for writing, and a process that has
+it open read-only also blocks writers. So every connection here is short: a cross-process file lock
 orders this project's own processes, and a connection that still meets a lock held by someone
 else (a user's own `duckdb` session) is retried with backoff until `WTA_DB_TIMEOUT_S` seconds
 (default 600) pass. Each partition's rows are replaced in one transaction, so a rerun never
@@ -68,7 +68,7 @@ class TableStore:
                             f"({error}); close other duckdb sessions on this file and rerun"
                         ) from error
                     if now - warned_at > 10:
-                        log.warning("waiting for %s: another process holds it (%s)", self.path, error)
+                        log.warning("waiting for %s: it is locked by another process (%s)", self.path, error)
                         warned_at = now
                     time.sleep(delay)
                     delay = min(delay * 2, 1.0)
@@ -79,7 +79,7 @@ class TableStore:
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
-        """A connection inside one transaction: committed on success, rolled back on error.
+        """Open a connection inside one transaction, committed on success and rolled back on error.
 
         Read-modify-write work belongs in one transaction, so a parallel writer cannot slip
         in between the read and the write.
@@ -118,7 +118,7 @@ class TableStore:
         return bool(found and found[0])
 
     def read_table(self, table: str, where: dict[str, object] | None = None) -> pl.DataFrame:
-        """All rows of `table` matching `where`; an empty frame when the table does not exist."""
+        """Read the rows of `table` matching `where`, or an empty frame when the table does not exist."""
         _check_identifier(table)
         if not self.table_exists(table):
             return pl.DataFrame()
@@ -147,8 +147,8 @@ def replace_in(connection: duckdb.DuckDBPyConnection, table: str, frame: pl.Data
         if frame.height:
             connection.execute(f'INSERT INTO "{table}" BY NAME SELECT * FROM incoming')
     finally:
-        # After a failed statement the transaction is aborted and unregister fails as well;
-        # that second error would hide the first, and the caller's rollback drops the view.
+        # After a failed statement the transaction is aborted, so unregister fails as well. That
+        # second error would hide the first, and the caller's rollback drops the view anyway.
         with contextlib.suppress(duckdb.TransactionException):
             connection.unregister("incoming")
 

@@ -24,7 +24,7 @@ NOT_IN_PARTITION_KEYS = ("...", "\a", "\b", "\f", "\n", "\r", "\t", "\v", "\0")
 
 @dataclass(frozen=True)
 class SubsetSpec:
-    """What one partition trains on."""
+    """Training data of one partition: the subset's kind, removed genre, share and seed."""
 
     subset_id: str
     kind: str  # full | loo | control | dose | noise | user
@@ -39,7 +39,7 @@ class SubsetSpec:
 
 
 def ablation_genre(genres: list[str], config: RunConfig) -> str:
-    """The genre used by the dose-response and noise ablations."""
+    """Return the genre used by the dose-response and noise ablations."""
     chosen = config.lora.ablation_genre or sorted(genres)[0]
     if chosen not in genres:
         raise ConfigError(f"lora.ablation_genre {chosen!r} is not a dataset genre; choose one of {sorted(genres)}")
@@ -47,7 +47,7 @@ def ablation_genre(genres: list[str], config: RunConfig) -> str:
 
 
 def subset_specs(genres: list[str], config: RunConfig) -> list[SubsetSpec]:
-    """Every subset of a run: full, controls, one per genre, dose fractions and noise."""
+    """List every subset of a run: full, controls, one per genre, dose fractions and noise."""
     if not genres:
         return []
     reserved = {FULL, "noise"} | {f"control-{s}" for s in config.lora.control_seeds}
@@ -79,7 +79,7 @@ def subset_keys(genres: list[str], config: RunConfig) -> list[str]:
 
 
 def find_spec(subset_id: str, genres: list[str], config: RunConfig) -> SubsetSpec:
-    """The spec called `subset_id`, or `ConfigError` naming the valid ones."""
+    """Return the spec called `subset_id`, or raise `ConfigError` naming the valid ones."""
     for spec in subset_specs(genres, config):
         if spec.subset_id == subset_id:
             return spec

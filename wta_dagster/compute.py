@@ -14,7 +14,7 @@ PROGRESS_EVERY_S = 10.0
 
 
 class TrainingResource(dg.ConfigurableResource):
-    """Where training runs.
+    """Device, threads and launcher of every training.
 
     `launcher="in_process"` trains inside the step's process. `launcher="pipes"` starts
     `python -m wta_dagster.pipes_train` through `pipes_client`, so a deployment can swap in

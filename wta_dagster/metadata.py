@@ -11,7 +11,7 @@ MAX_TABLE_ROWS = 50
 
 
 def markdown_table(rows: list[dict], columns: list[str] | None = None, limit: int = MAX_TABLE_ROWS) -> dg.MetadataValue:
-    """A Markdown table of `rows`; longer inputs are cut to `limit` rows with a note."""
+    """Render `rows` as a Markdown table, cut to `limit` rows with a note."""
     if not rows:
         return dg.MetadataValue.md("(none)")
     columns = columns or list(rows[0])
@@ -25,6 +25,6 @@ def markdown_table(rows: list[dict], columns: list[str] | None = None, limit: in
 
 
 def image(path: Path) -> dg.MetadataValue:
-    """A PNG shown inline in the UI (as a data URI) that also names its file."""
+    """Embed a PNG in the UI as a data URI, followed by its file path."""
     encoded = base64.b64encode(Path(path).read_bytes()).decode("ascii")
     return dg.MetadataValue.md(f"![{Path(path).name}](data:image/png;base64,{encoded})\n\n`{path}`")

@@ -36,7 +36,7 @@ class DecodedAudio:
 
 
 def is_appledouble(name: str, data: bytes) -> bool:
-    """Return True for a macOS `._name` resource-fork companion, which holds no audio."""
+    """Return True for a macOS `._name` resource-fork companion, which contains no audio."""
     return name.startswith("._") or data[:4] == APPLEDOUBLE_MAGIC
 
 

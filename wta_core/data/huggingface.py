@@ -22,7 +22,7 @@ LABEL_COLUMNS = ("genre", "label", "labels", "genre_label")
 
 
 def is_huggingface_copy(root: Path) -> bool:
-    """True when `root` holds parquet or arrow files anywhere below it."""
+    """Return True when `root` contains parquet or arrow files anywhere below it."""
     return any(root.rglob("*.parquet")) or any(root.rglob("*.arrow"))
 
 
@@ -38,7 +38,7 @@ def _read_table(path: Path) -> pa.Table:
 
 
 def _features_from_metadata(table: pa.Table, path: Path) -> dict:
-    """The `features` dict of the datasets library, from schema metadata or dataset_info.json."""
+    """Read the `features` dict of the datasets library from schema metadata or dataset_info.json."""
     metadata = table.schema.metadata or {}
     if b"huggingface" in metadata:
         info = json.loads(metadata[b"huggingface"])

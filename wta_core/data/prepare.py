@@ -39,7 +39,7 @@ TRACK_SCHEMA = {
 
 @dataclass(frozen=True)
 class DatasetSummary:
-    """What `prepare_dataset` produced, for logs and metadata."""
+    """Result of `prepare_dataset`, for logs and metadata."""
 
     source: str
     catalog: Catalog
@@ -72,10 +72,10 @@ def check_dataset_path(dataset: str) -> Path | None:
 
 
 def dataset_genres(dataset: str, config: RunConfig) -> list[str]:
-    """Genre names the dataset will have, found cheaply (no decoding), in sorted order.
+    """Return the genre names the dataset will have, in sorted order, without decoding audio.
 
-    Used to build the genre partitions when the definitions load, so it must be fast and it
-    returns [] instead of raising; the dataset asset reports the problem in full.
+    The definitions call this when they load to build the genre partitions. So it must be fast,
+    and it returns [] instead of raising, because the dataset asset reports the problem in full.
     """
     try:
         root = check_dataset_path(dataset)

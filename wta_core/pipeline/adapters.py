@@ -68,7 +68,7 @@ def write_subset(paths: WtaPaths, plan: SubsetPlan) -> int:
 
 
 def clip_prompt_embeddings(clips: ClipSet, dataset: str) -> torch.Tensor:
-    """The genre prompt embedding of every clip, [N, 384]."""
+    """Encode the genre prompt of every clip, [N, 384]."""
     genres = sorted(set(clips.genres))
     prompts = genre_prompts(genres, dataset)
     table = dict(zip(genres, PromptEncoder().encode([prompts[g] for g in genres])))
@@ -139,7 +139,7 @@ def record_adapter(paths: WtaPaths, spec: SubsetSpec, result: TrainResult) -> No
 
 
 def adapter_record(paths: WtaPaths, adapter_id: str) -> dict:
-    """The `adapters` row of `adapter_id`, or `ArtifactError` saying which partition to materialise."""
+    """Return the `adapters` row of `adapter_id`, or raise `ArtifactError` naming the partition to materialise."""
     frame = TableStore(paths.database).read_table("adapters", {"adapter_id": adapter_id})
     if frame.height == 0:
         raise ArtifactError(

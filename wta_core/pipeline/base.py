@@ -25,7 +25,7 @@ SUMMARY_NAME = "training_summary.json"
 
 @dataclass(frozen=True)
 class BaseModelInfo:
-    """Where the base model is and how it was trained."""
+    """Location and training record of the base model."""
 
     folder: Path
     parameters: int
@@ -45,7 +45,7 @@ def ensure_base_model(
 ) -> BaseModelInfo:
     """Return the embedded base model, pretraining it first when it is missing or `rebuild` is set.
 
-    The base model sees only the pretraining portion of the corpus, never an attribution clip.
+    The base model trains only on the pretraining portion of the corpus, never on an attribution clip.
     """
     if config.model.kind != "embedded":
         raise ConfigError(

@@ -149,7 +149,7 @@ def gather_inputs(paths: WtaPaths, config: RunConfig, dataset: str) -> Validatio
 
 
 def code_version() -> str:
-    """The git commit of the code, with "+changes" when the working tree differs; "unknown" outside git."""
+    """Return the git commit of the code, with "+changes" for a modified tree, or "unknown" outside git."""
     root = Path(__file__).resolve().parents[2]
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
