@@ -11,7 +11,7 @@ def asset_names(definitions) -> set[str]:
 
 
 def test_kubernetes_example_loads():
-    job = defs.get_implicit_global_asset_job_def()
+    job = defs.resolve_implicit_global_asset_job_def()
     assert job.executor_def.name == "k8s"
     assert asset_names(defs) == asset_names(local_defs)
 
