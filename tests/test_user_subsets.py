@@ -21,7 +21,9 @@ from polars.testing import assert_frame_equal
 from tests.pipeline_fixtures import copy_home, prepare_home, subprocess_env
 from wta_core.config import get_preset
 from wta_core.paths import WtaPaths
+from wta_core.errors import ArtifactError
 from wta_core.pipeline.adapters import plan_subset
+from wta_core.pipeline.generation import load_trajectory
 from wta_core.pipeline.user_subsets import get_user_subset
 from wta_core.storage import TableStore
 from wta_dagster.cli import USER_SUBSET_ASSETS, main
@@ -320,3 +322,14 @@ def test_remove_unknown_subset(cli_env, capsys):
     code = main(["subsets", "remove", "never-added"])
     assert code == 2
     assert "no user subset named 'never-added'" in capsys.readouterr().err
+
+
+def test_missing_user_adapter_names_its_asset(tmp_path):
+    from wta_core.subsets import materialise_hint
+
+    assert materialise_hint("subset-pair") == "user_subset_adapters for partition 'pair'"
+    assert materialise_hint("subset-pair", "trajectories") == "user_subset_trajectories for partition 'pair'"
+    assert materialise_hint("fiddle", "trajectories") == "trajectories for partition 'fiddle'"
+    paths = WtaPaths(tmp_path)
+    with pytest.raises(ArtifactError, match="materialise user_subset_trajectories for partition 'pair' first"):
+        load_trajectory(paths, "subset-pair")

@@ -89,6 +89,17 @@ def find_spec(subset_id: str, genres: list[str], config: RunConfig) -> SubsetSpe
     )
 
 
+def materialise_hint(adapter_id: str, stage: str = "adapters") -> str:
+    """The asset and partition that produce `adapter_id`'s `stage` (adapters, trajectories or scores).
+
+    For error messages: a user subset's outputs come from the `user_subset_*` assets.
+    """
+    if adapter_id.startswith(USER_PREFIX):
+        return f"user_subset_{stage} for partition {adapter_id.removeprefix(USER_PREFIX)!r}"
+    asset = {"adapters": "lora_adapters", "trajectories": "trajectories", "scores": "wta_scores"}[stage]
+    return f"{asset} for partition {adapter_id!r}"
+
+
 def user_adapter_id(name: str) -> str:
     """Adapter (and subset) id of the user subset called `name`."""
     return USER_PREFIX + name

@@ -14,7 +14,7 @@ from wta_core.errors import ArtifactError
 from wta_core.paths import WtaPaths
 from wta_core.storage import TableStore
 from wta_core.pipeline.user_subsets import user_subset_spec
-from wta_core.subsets import USER_PREFIX, SubsetSpec, find_spec, member_mask, subset_keys
+from wta_core.subsets import USER_PREFIX, SubsetSpec, find_spec, materialise_hint, member_mask, subset_keys
 from wta_core.text import PromptEncoder
 from wta_core.training import ProgressCallback, TrainResult, train_lora
 
@@ -143,7 +143,6 @@ def adapter_record(paths: WtaPaths, adapter_id: str) -> dict:
     frame = TableStore(paths.database).read_table("adapters", {"adapter_id": adapter_id})
     if frame.height == 0:
         raise ArtifactError(
-            f"adapter {adapter_id!r} is not in the adapters table; materialise lora_adapters "
-            f"for partition {adapter_id!r} first"
+            f"adapter {adapter_id!r} is not in the adapters table; materialise {materialise_hint(adapter_id)} first"
         )
     return frame.to_dicts()[0]

@@ -25,6 +25,7 @@ from wta_core.pipeline.base import load_base, prompt_table
 from wta_core.plots import genre_spectrograms
 from wta_core.render import mel_to_audio, save_wav
 from wta_core.storage import TableStore
+from wta_core.subsets import materialise_hint
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +62,7 @@ def load_denoiser(paths: WtaPaths, adapter_id: str, device: str = "cpu") -> Deno
         model = load_adapter(load_base(paths), paths.adapter_dir(adapter_id), expected_sha256=record["sha256"])
     except ArtifactError as error:
         raise type(error)(
-            f"{error}. To retrain it, materialise lora_adapters for partition {adapter_id!r} again"
+            f"{error}. To retrain it, materialise {materialise_hint(adapter_id)} again"
         ) from error
     return Denoiser(model.to(device).eval())
 
@@ -141,14 +142,14 @@ def load_trajectory(paths: WtaPaths, adapter_id: str) -> StoredTrajectory:
     path = trajectory_path(paths, adapter_id)
     if not path.exists():
         raise ArtifactError(f"no trajectories for adapter {adapter_id!r} at {path}; materialise "
-                            f"trajectories for partition {adapter_id!r} first")
+                            f"{materialise_hint(adapter_id, 'trajectories')} first")
     try:
         with safe_open(str(path), framework="pt") as handle:
             metadata = handle.metadata()
             tensors = {name: handle.get_tensor(name) for name in handle.keys()}
     except (SafetensorError, OSError, ValueError) as error:
-        raise ArtifactError(f"trajectory file {path} is corrupt ({error}); materialise trajectories "
-                            f"for partition {adapter_id!r} again") from error
+        raise ArtifactError(f"trajectory file {path} is corrupt ({error}); materialise "
+                            f"{materialise_hint(adapter_id, 'trajectories')} again") from error
     return StoredTrajectory(
         adapter_id=adapter_id,
         latents=tensors["latents"].to(torch.float32),
