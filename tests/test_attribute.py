@@ -144,6 +144,7 @@ def test_screen_two_tracks(cli_env, first, capsys):
     candidates = screened["candidates"]
     assert [candidate["rank"] for candidate in candidates] == [1, 2]
     assert candidates[0]["similarity"] >= candidates[1]["similarity"]
+    assert (screened["by"], screened["score"]) == ("embedding", "mfcc-chroma")
     for candidate in candidates:
         assert candidate["subset"] == "track-" + candidate["track_id"]
         assert candidate["score"] is not None
@@ -185,3 +186,19 @@ def test_attribute_rejects_bad_numbers(cli_env, capsys, arguments, message):
         main(["attribute", "--prompt", "x", *arguments])
     assert raised.value.code == 2
     assert message in capsys.readouterr().err
+
+
+def test_screen_by_gradient(cli_env, first, capsys):
+    payload = run_json(capsys, "--prompt", PROMPT, "--seed", str(SEED), "--screen", "1", "--screen-by", "gradient")
+    screened = payload["screen"]
+    assert (screened["by"], screened["score"]) == ("gradient", "tracin-lora")
+    (candidate,) = screened["candidates"]
+    assert np.isfinite(candidate["similarity"])
+    assert candidate["score"] is not None
+
+
+def test_cli_screens_match_library():
+    from wta_core.pipeline.attribution import SCREENS as LIBRARY_SCREENS
+    from wta_dagster.cli import SCREENS
+
+    assert SCREENS == LIBRARY_SCREENS

@@ -99,6 +99,10 @@ With --json, stdout holds one object:
    "partition_deleted": bool}
 """
 
+# The screening scores of `wta_core.pipeline.attribution.SCREENS`, named here so that building
+# the parser does not import torch.
+SCREENS = ("embedding", "gradient")
+
 ATTRIBUTE_HELP = """\
 Samples one generation (prompt, seed, steps) under every adapter of the home, scores each
 against the full adapter with the preset's method, weighting and target, and calibrates
@@ -108,10 +112,11 @@ p-value. Results are stored in the tables generations and attribution_scores, an
 trajectories in trajectories/generations/<generation_id>/. Asking again computes only
 adapters without a stored score for the generation.
 
-With --screen K, the training tracks are ranked by the similarity of their MFCC-chroma
-embedding to the generation's (full adapter) audio, a single-track subset
-track-<track id> is registered and materialised for each of the top K, and their WTA
-scores are reported. Tracks outside the top K are not tested.
+With --screen K, the training tracks are ranked by a cheap similarity to the generation
+(the full adapter's output): --screen-by embedding (default) takes the cosine similarity
+of MFCC-chroma embeddings of the audio, --screen-by gradient the TracIn-LoRA gradient dot
+product. A single-track subset track-<track id> is registered and materialised for each
+of the top K, and their WTA scores are reported. Tracks outside the top K are not tested.
 
 With --json, stdout holds one object:
   {"database": str,
@@ -121,7 +126,7 @@ With --json, stdout holds one object:
    "ranking": [{"rank", "adapter_id", "kind", "removed", "score", "z_score", "p_value"}],
    "controls": [{"adapter_id", "score"}], "calibration": str, "trajectories": folder,
    "screen": null, or {"k": int, "tracks_total": int, "untested_tracks": int,
-     "embedding": "mfcc-chroma", "note": str,
+     "by": "embedding" or "gradient", "score": "mfcc-chroma" or "tracin-lora", "note": str,
      "candidates": [{"rank", "track_id", "genre", "similarity", "subset", "adapter_id",
                      "score", "z_score", "p_value"}]}}
 Scores that are NaN or infinite are written as null.
@@ -196,6 +201,8 @@ def build_parser() -> argparse.ArgumentParser:
                            help="denoising steps (default: the preset's sample.steps)")
     attribute.add_argument("--screen", type=positive_int, default=None, metavar="K",
                            help="also retrain without each of the K tracks most similar to the generation")
+    attribute.add_argument("--screen-by", choices=SCREENS, default=SCREENS[0],
+                           help="similarity that picks the screened tracks (default: %(default)s)")
     return parser
 
 
@@ -446,15 +453,18 @@ def check_screen_count(paths: WtaPaths, count: int) -> None:
                           f"every one leaves nothing to train on), got {count}")
 
 
-def screen(home: Path, config: RunConfig, generation: str, count: int,
-           threads: int | None) -> tuple[list[dict], int]:
+def screen(home: Path, config: RunConfig, generation: str, count: int, threads: int | None,
+           by: str, prompt: str) -> tuple[list[dict], int, str]:
     """Register and materialise the single-track subsets of the `count` most similar tracks."""
     from wta_core.pipeline.attribution import screen_tracks
+    from wta_dagster.resources import WtaSettings
     from wta_core.pipeline.user_subsets import SubsetDefinition, get_user_subset, track_subset_name
     from wta_core.storage import TableStore
 
     paths = WtaPaths(home)
-    candidates, total = screen_tracks(paths, config, generation, count)
+    candidates, total, score_name = screen_tracks(paths, config, generation, count, by=by, prompt=prompt,
+                                                  dataset=WtaSettings().dataset_name(),
+                                                  num_threads=threads or resource_threads())
     store = TableStore(paths.database)
     scored = (set(store.read("SELECT DISTINCT adapter_id FROM wta_scores")["adapter_id"].to_list())
               if store.table_exists("wta_scores") else set())
@@ -479,7 +489,7 @@ def screen(home: Path, config: RunConfig, generation: str, count: int,
                         "similarity": candidate.similarity, "subset": name, "adapter_id": subset.adapter_id})
     if pending:
         materialize(pending, threads)
-    return entries, total
+    return entries, total, score_name
 
 
 def attribute_lines(payload: dict) -> list[str]:
@@ -503,7 +513,7 @@ def attribute_lines(payload: dict) -> list[str]:
     screened = payload["screen"]
     if screened:
         lines += ["", f"Screening: the {screened['k']} of {screened['tracks_total']} training tracks most similar "
-                      f"to the generation ({screened['embedding']} embedding), each retrained without it:", ""]
+                      f"to the generation ({screened['score']} similarity), each retrained without it:", ""]
         body = [[str(row["rank"]), row["track_id"], row["genre"], format_number(row["similarity"], ".3f"),
                  row["subset"], format_number(row["score"], ".4f"), format_number(row["z_score"], ".2f"),
                  format_number(row["p_value"], ".3g")] for row in screened["candidates"]]
@@ -531,7 +541,8 @@ def run_attribute(args: argparse.Namespace, home: Path) -> int:
     computed = list(result.computed)
     screened = None
     if args.screen:
-        candidates, total = screen(home, config, result.generation_id, args.screen, args.threads)
+        candidates, total, score_name = screen(home, config, result.generation_id, args.screen, args.threads,
+                                               args.screen_by, args.prompt)
         # The new single-track adapters are scored for this generation like every other adapter.
         result = attribute_generation(paths, config, args.prompt, args.seed, steps, device=device,
                                       num_threads=threads)
@@ -543,7 +554,7 @@ def run_attribute(args: argparse.Namespace, home: Path) -> int:
                           "p_value": finite_or_none(row.get("p_value"))}
         untested = total - len(candidates)
         screened = {"k": len(candidates), "tracks_total": total, "untested_tracks": untested,
-                    "embedding": "mfcc-chroma", "candidates": candidates,
+                    "by": args.screen_by, "score": score_name, "candidates": candidates,
                     "note": f"Only these {len(candidates)} tracks were tested. The other {untested} of {total} tracks "
                             "were not tested: their effect on this generation is unknown, not zero. Similarity "
                             "only chose the candidates; the WTA score of each retraining is the test."}

@@ -364,43 +364,74 @@ def load_reference_final(paths: WtaPaths, generation: str) -> torch.Tensor:
 # Screening
 
 
+SCREEN_EMBEDDING = "embedding"
+SCREEN_GRADIENT = "gradient"
+SCREENS = (SCREEN_EMBEDDING, SCREEN_GRADIENT)
+
+
 @dataclass(frozen=True)
 class TrackCandidate:
-    """A training track ranked by embedding similarity to a generation."""
+    """A training track ranked by a cheap similarity to a generation."""
 
     rank: int
     track_id: str
     genre: str
-    similarity: float  # cosine similarity of standardised MFCC-chroma embeddings
+    # Cosine similarity of standardised MFCC-chroma embeddings ("embedding"), or the
+    # TracIn-LoRA gradient dot product ("gradient").
+    similarity: float
 
 
-def screen_tracks(paths: WtaPaths, config: RunConfig, generation: str, count: int) -> tuple[list[TrackCandidate], int]:
-    """Rank every training clip by embedding similarity to the generation; return the top `count` and N.
+def screen_tracks(paths: WtaPaths, config: RunConfig, generation: str, count: int,
+                  by: str = SCREEN_EMBEDDING, prompt: str | None = None, dataset: str = "embedded",
+                  num_threads: int | None = None) -> tuple[list[TrackCandidate], int, str]:
+    """Rank every training clip by similarity to the generation; return the top `count`, N and the score's name.
 
-    The full adapter's final latent and every clip's log-mel are rendered to audio with the
-    same Griffin-Lim path and embedded with the MFCC-chroma embedding of
-    `wta_core.comparison.embedding`. Similarity is correlation only: it picks candidates,
-    and the WTA score of each candidate's retraining is the test.
+    `by="embedding"`: the full adapter's final latent and every clip's log-mel are rendered
+    to audio with the same Griffin-Lim path and embedded with the MFCC-chroma embedding of
+    `wta_core.comparison.embedding`; the score is their cosine similarity.
+    `by="gradient"`: the TracIn-LoRA dot product of `wta_core.comparison.gradient` between
+    each clip's training loss gradient and the generation's (its final latent under its
+    `prompt`), over the full adapter's LoRA weights, with the clips conditioned on the genre
+    prompts of `dataset` as in training.
+
+    Either score is correlation only: it picks candidates, and the WTA score of each
+    candidate's retraining is the test.
     """
-    from wta_core.comparison.embedding import cosine_similarity, fit_audio_embedding, render_latents
-
+    if by not in SCREENS:
+        raise ConfigError(f"unknown screening score {by!r}; choose one of {', '.join(SCREENS)}")
     clips = load_clips(paths)
     total = len(clips.track_ids)
     if not 1 <= count <= total - 1:
         raise ConfigError(f"--screen takes 1 to {total - 1} tracks (the dataset has {total} clips, and removing "
                           f"every one leaves nothing to train on), got {count}")
     started = time.perf_counter()
-    space, clip_embeddings = fit_audio_embedding(render_latents(clips.features, config.audio), config.audio)
-    generated = space.embed_latents(load_reference_final(paths, generation)[None])
-    similarity = cosine_similarity(generated, clip_embeddings)[0]
+    final = load_reference_final(paths, generation)
+    if by == SCREEN_EMBEDDING:
+        from wta_core.comparison.embedding import cosine_similarity, fit_audio_embedding, render_latents
+
+        space, clip_embeddings = fit_audio_embedding(render_latents(clips.features, config.audio), config.audio)
+        similarity = cosine_similarity(space.embed_latents(final[None]), clip_embeddings)[0]
+        name = space.name
+    else:
+        from wta_core.comparison.gradient import tracin_clip_scores
+        from wta_core.pipeline.adapters import clip_prompt_embeddings
+
+        if prompt is None:
+            raise ConfigError("gradient screening needs the generation's prompt")
+        with deterministic_algorithms(num_threads):
+            similarity = tracin_clip_scores(load_denoiser(paths, FULL), final[None, None],
+                                            PromptEncoder().encode([prompt]), clips.features,
+                                            clip_prompt_embeddings(clips, dataset),
+                                            seed=config.score.seed)[:, 0]
+        name = "tracin-lora"
     # Ties go to table order, so the ranking is deterministic.
     order = sorted(range(total), key=lambda index: (-similarity[index], index))
-    log.info("screened %d clips by %s similarity in %.1f s", total, space.name, time.perf_counter() - started)
+    log.info("screened %d clips by %s similarity in %.1f s", total, name, time.perf_counter() - started)
     candidates = [TrackCandidate(rank=rank, track_id=clips.track_ids[index], genre=clips.genres[index],
                                  similarity=float(similarity[index]))
                   for rank, index in enumerate(order[:count], start=1)]
-    return candidates, total
+    return candidates, total, name
 
 
-__all__ = ["Attribution", "TrackCandidate", "attribute_generation", "check_request", "generation_id",
+__all__ = ["SCREENS", "Attribution", "TrackCandidate", "attribute_generation", "check_request", "generation_id",
            "screen_tracks"]
