@@ -2,7 +2,8 @@
 
     python -m benchmarks                  # everything, as recorded in docs/benchmarks.md
     python -m benchmarks --quick          # small sizes, to check that the benchmarks run
-    python -m benchmarks --demo-home .wta # also report the stages of a finished demo run
+    python -m benchmarks --demo           # also time the demo main job from an empty home
+    python -m benchmarks --demo-home .wta # or read the stages of a finished demo run
 
 Each figure is a median over repeated runs with its ratio against a baseline measured in the
 same process. Timings depend on the machine and on what else runs on it; the page records
@@ -42,6 +43,8 @@ def machine_description() -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes and one repeat")
+    parser.add_argument("--demo", action="store_true",
+                        help="run the demo main job from an empty home (about an hour on 2 cores)")
     parser.add_argument("--demo-home", help="WTA home of a finished demo run, for its stage times")
     parser.add_argument("--transport-sizes", type=int, nargs="+", help="cloud sizes of the transport benchmark")
     parser.add_argument("--output", type=Path, default=OUTPUT, help="Markdown file to write")
@@ -57,7 +60,8 @@ def main(argv: list[str] | None = None) -> int:
     sections.append(("2. Scoring a whole run", scoring.to_markdown(scoring.run(quick=args.quick))))
     sections.append(("3. Training", training.to_markdown(training.run(quick=args.quick))))
     sections.append(("4. End to end", end_to_end.to_markdown(end_to_end.run(quick=args.quick,
-                                                                             demo_home=args.demo_home))))
+                                                                             demo_home=args.demo_home,
+                                                                             demo=args.demo))))
     sections.append(("5. Trajectory storage", storage.to_markdown(storage.run(quick=args.quick))))
     try:
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
