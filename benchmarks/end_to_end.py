@@ -22,6 +22,7 @@ from pathlib import Path
 import psutil
 
 REPO = Path(__file__).resolve().parents[1]
+TARGET_MINUTES = 20
 
 
 def _sample_peak(process: subprocess.Popen, peak: list[int], stop: threading.Event) -> None:
@@ -95,7 +96,7 @@ def run(quick: bool = False, demo_home: str | None = None, demo: bool = False) -
 
     The smoke run renders its clips into a fresh cache. The demo run uses the render cache
     of `WTA_CACHE` when set, as homes sharing one cache would, and otherwise renders into
-    its fresh home; the page says whether the cache already held the clips. With
+    its fresh home. The page states whether the cache already held the clips. With
     `demo_home`, the stages of a finished demo run are read from its instance instead.
     """
     results = {}
@@ -133,5 +134,17 @@ def to_markdown(results: dict) -> str:
             share = stage["seconds"] / total if total else 0.0
             lines.append(f"| {key} | {stage['seconds']:.1f} | {share:.0%} | {stage['runs']} | {stage['slowest_s']:.1f} "
                          f"| {stage.get('span_s', 0.0):.1f} |")
+        if stages and "span_s" in stages[0][1]:
+            slowest, stage = max(stages, key=lambda item: item[1]["span_s"])
+            lines += ["", f"Slowest stage by span: {slowest}, {stage['span_s']:.0f} s from its first start to its "
+                          f"last end ({stage['runs']} steps)."]
+            if name == "demo" and result["wall_s"] is not None:
+                # The target covers the adapters, trajectories, scores and validation; the method
+                # comparison (with its own LDS retrainings) runs last and is reported apart.
+                comparison = result["stages"].get("method_comparison", {}).get("span_s", 0.0)
+                minutes = (result["wall_s"] - comparison) / 60
+                lines.append(f"Demo main job without method_comparison ({comparison:.0f} s): {minutes:.1f} min "
+                             f"against the {TARGET_MINUTES} min target ({'met' if minutes < TARGET_MINUTES else 'missed'}); "
+                             f"with it, {result['wall_s'] / 60:.1f} min.")
         lines.append("")
     return "\n".join(lines)

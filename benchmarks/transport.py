@@ -270,7 +270,7 @@ TARGET_SPEEDUP = 20.0
 
 
 def summary_lines(rows: list[dict]) -> list[str]:
-    """The exact path against the cost-matrix floor per size, and the verdict on the 1,024-point target."""
+    """Summarise the exact path against the cost-matrix floor per size, and the 1,024-point target."""
     by_size: dict[int, dict[str, dict]] = {}
     for row in rows:
         by_size.setdefault(row["frames"], {})[row["variant"]] = row

@@ -75,7 +75,7 @@ def _run(selection: list[str], partition_key: str | None) -> None:
 
 
 def _run_parallel(selection: list[str], keys: list[str], workers: int) -> None:
-    """One run per partition key, `workers` at a time; every key runs even when one fails."""
+    """Materialise `selection` once per partition key, `workers` runs at a time, even when one fails."""
     if workers == 1:
         for key in keys:
             _run(selection, key)
@@ -121,7 +121,7 @@ def _configure_logging() -> None:
 
 
 def scoring_order(keys: list[str]) -> list[str]:
-    """The full partition first, then the controls, then the rest in the given order."""
+    """Order partition keys for scoring: the full partition, the controls, then the rest as given."""
     controls = [key for key in keys if key.startswith("control-")]
     return [key for key in keys if key == FULL] + controls + [key for key in keys if key != FULL and key not in controls]
 
