@@ -202,3 +202,39 @@ def test_cli_screens_match_library():
     from wta_dagster.cli import SCREENS
 
     assert SCREENS == LIBRARY_SCREENS
+
+
+def test_asset_screen_registers_candidates(cli_env, first):
+    from wta_dagster.definitions import defs
+
+    job = defs.resolve_implicit_global_asset_job_def()
+    config = {"prompt": PROMPT, "seed": SEED, "screen": 2, "screen_by": "embedding"}
+    with dg.DagsterInstance.get() as instance:
+        result = job.execute_in_process(
+            instance=instance, asset_selection=[dg.AssetKey("generation_attribution")],
+            run_config={"ops": {"generation_attribution": {"config": config}},
+                        "resources": {"training": {"config": {"num_threads": 1}}}})
+        partitions = set(instance.get_dynamic_partitions("user_subsets"))
+    assert result.success
+    metadata = result.asset_materializations_for_node("generation_attribution")[0].metadata
+    assert metadata["screen_score"].value == "mfcc-chroma"
+    table = metadata["screen_candidates"].value
+    names = [line.split(" | ")[4] for line in table.splitlines()[2:]]
+    assert len(names) == 2
+    assert all(name.startswith("track-") for name in names)
+    assert set(names) <= partitions
+    registered = {subset.name for subset in list_user_subsets(WtaPaths(cli_env))}
+    assert set(names) <= registered
+    untested = metadata["screen_untested_partitions"].value
+    assert untested == "none" or set(untested.split(", ")) <= set(names)
+    assert "were not tested" in metadata["screen_note"].value
+
+
+def test_asset_rejects_negative_screen(cli_env, first):
+    from wta_dagster.definitions import defs
+
+    job = defs.resolve_implicit_global_asset_job_def()
+    with dg.DagsterInstance.get() as instance, pytest.raises(dg.DagsterInvalidConfigError, match="screen"):
+        job.execute_in_process(
+            instance=instance, asset_selection=[dg.AssetKey("generation_attribution")],
+            run_config={"ops": {"generation_attribution": {"config": {"prompt": PROMPT, "screen": -1}}}})

@@ -458,7 +458,7 @@ def screen(home: Path, config: RunConfig, generation: str, count: int, threads: 
     """Register and materialise the single-track subsets of the `count` most similar tracks."""
     from wta_core.pipeline.attribution import screen_tracks
     from wta_dagster.resources import WtaSettings
-    from wta_core.pipeline.user_subsets import SubsetDefinition, get_user_subset, track_subset_name
+    from wta_core.pipeline.user_subsets import remove_user_subset, track_subset
     from wta_core.storage import TableStore
 
     paths = WtaPaths(home)
@@ -471,22 +471,18 @@ def screen(home: Path, config: RunConfig, generation: str, count: int, threads: 
     pending = []
     entries = []
     for candidate in candidates:
-        name = track_subset_name(candidate.track_id)
-        existing = get_user_subset(paths, name)
-        if existing is None:
-            subset = register(home, config, name, SubsetDefinition(tracks=(candidate.track_id,)),
-                              origin={"screened_for": generation})
-        elif existing.removed != (candidate.track_id,):
-            raise ConfigError(f"user subset {name!r} exists but removes {', '.join(existing.removed)} instead of "
-                              f"only {candidate.track_id}; remove it with `wta subsets remove {name}` and rerun")
-        else:
-            subset = existing
+        subset, new = track_subset(paths, config, candidate.track_id, origin={"screened_for": generation})
+        try:
             with open_instance() as instance:
-                instance.add_dynamic_partitions(USER_SUBSETS, [name])  # idempotent
+                instance.add_dynamic_partitions(USER_SUBSETS, [subset.name])  # idempotent
+        except BaseException:
+            if new:
+                remove_user_subset(paths, subset.name)
+            raise
         if subset.adapter_id not in scored:
-            pending.append(name)
+            pending.append(subset.name)
         entries.append({"rank": candidate.rank, "track_id": candidate.track_id, "genre": candidate.genre,
-                        "similarity": candidate.similarity, "subset": name, "adapter_id": subset.adapter_id})
+                        "similarity": candidate.similarity, "subset": subset.name, "adapter_id": subset.adapter_id})
     if pending:
         materialize(pending, threads)
     return entries, total, score_name

@@ -402,7 +402,7 @@ def screen_tracks(paths: WtaPaths, config: RunConfig, generation: str, count: in
     clips = load_clips(paths)
     total = len(clips.track_ids)
     if not 1 <= count <= total - 1:
-        raise ConfigError(f"--screen takes 1 to {total - 1} tracks (the dataset has {total} clips, and removing "
+        raise ConfigError(f"screening takes 1 to {total - 1} tracks (the dataset has {total} clips, and removing "
                           f"every one leaves nothing to train on), got {count}")
     started = time.perf_counter()
     final = load_reference_final(paths, generation)

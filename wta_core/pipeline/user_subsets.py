@@ -244,6 +244,22 @@ def register_user_subset(paths: WtaPaths, config: RunConfig, name: str, definiti
     return UserSubset(name=name, definition=record, created_at=created_at, removed=tuple(removed))
 
 
+def track_subset(paths: WtaPaths, config: RunConfig, track_id: str, origin: dict | None = None
+                 ) -> tuple[UserSubset, bool]:
+    """Return the single-track subset of `track_id`, registering it first if needed, and whether it is new.
+
+    Raises `ConfigError` when a subset of that name exists but removes other tracks.
+    """
+    name = track_subset_name(track_id)
+    existing = get_user_subset(paths, name)
+    if existing is None:
+        return register_user_subset(paths, config, name, SubsetDefinition(tracks=(track_id,)), origin), True
+    if existing.removed != (track_id,):
+        raise ConfigError(f"user subset {name!r} exists but removes {', '.join(existing.removed)} instead of "
+                          f"only {track_id}; remove it with `wta subsets remove {name}` and screen again")
+    return existing, False
+
+
 def _name_taken_error(name: str) -> ConfigError:
     return ConfigError(f"a user subset named {name!r} already exists; choose another name, or remove it "
                        f"first with `wta subsets remove {name}`")

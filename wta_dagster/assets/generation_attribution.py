@@ -4,12 +4,17 @@ import dagster as dg
 import numpy as np
 from pydantic import Field
 
-from wta_core.pipeline.attribution import attribute_generation, generation_dir
+from wta_core.errors import ConfigError
+from wta_core.pipeline.attribution import SCREENS, Attribution, attribute_generation, generation_dir, screen_tracks
+from wta_core.pipeline.user_subsets import remove_user_subset, track_subset
 from wta_dagster.assets.adapters import lora_adapters
 from wta_dagster.assets.user_subset_adapters import user_subset_adapters
 from wta_dagster.compute import TrainingResource
 from wta_dagster.metadata import markdown_table
+from wta_dagster.partitions import USER_SUBSETS
 from wta_dagster.resources import WtaSettings
+
+USER_SUBSET_ASSETS = "user_subset_adapters, user_subset_trajectories and user_subset_scores"
 
 
 class GenerationConfig(dg.Config):
@@ -18,6 +23,56 @@ class GenerationConfig(dg.Config):
     prompt: str = Field(description="text prompt of the generation")
     seed: int = Field(default=0, description="seed of the initial noise, 0 or more")
     steps: int = Field(default=0, description="denoising steps; 0 takes the preset's sample.steps")
+    screen: int = Field(default=0, ge=0, description="training tracks to screen as single-track removal candidates; "
+                                               "0 screens none")
+    screen_by: str = Field(default=SCREENS[0], description="similarity that ranks the candidates: "
+                                                           + " or ".join(SCREENS))
+
+
+def screen_candidates(context: dg.AssetExecutionContext, config: GenerationConfig, settings: WtaSettings,
+                      training: TrainingResource, result: Attribution) -> dict:
+    """Rank the training tracks, register the top `config.screen` as single-track subsets, and report them.
+
+    An asset cannot launch other runs, so a candidate without a score is left for the user to
+    materialise (its partition exists once this returns), and a later materialisation of this
+    asset with the same config reports its score.
+    """
+    if config.screen_by not in SCREENS:
+        raise ConfigError(f"screen_by is {config.screen_by!r}; choose one of {', '.join(SCREENS)}")
+    paths = settings.paths()
+    preset = settings.run_config()
+    candidates, total, score_name = screen_tracks(
+        paths, preset, result.generation_id, config.screen, by=config.screen_by, prompt=config.prompt,
+        dataset=settings.dataset_name(), num_threads=training.threads())
+    scores = {row["adapter_id"]: row for row in result.ranked().iter_rows(named=True)}
+    rows, untested = [], []
+    for candidate in candidates:
+        subset, new = track_subset(paths, preset, candidate.track_id, origin={"screened_for": result.generation_id})
+        try:
+            context.instance.add_dynamic_partitions(USER_SUBSETS, [subset.name])  # idempotent
+        except BaseException:
+            if new:
+                remove_user_subset(paths, subset.name)
+            raise
+        score = scores.get(subset.adapter_id)
+        if score is None:
+            untested.append(subset.name)
+        rows.append({"rank": candidate.rank, "track_id": candidate.track_id, "genre": candidate.genre,
+                     "similarity": round(candidate.similarity, 4), "partition": subset.name,
+                     "score": None if score is None else score["score"],
+                     "z_score": None if score is None else score["z_score"],
+                     "p_value": None if score is None else score["p_value"]})
+    if untested:
+        context.log.info(f"screening: materialise {USER_SUBSET_ASSETS} for the partitions {', '.join(untested)}, "
+                         "then materialise generation_attribution again with the same config to score them")
+    return {
+        "screen_score": score_name,
+        "screen_candidates": markdown_table(rows),
+        "screen_untested_partitions": ", ".join(untested) or "none",
+        "screen_note": (f"Only these {len(candidates)} of {total} tracks are candidates; the other "
+                        f"{total - len(candidates)} were not tested, so their effect on this generation is "
+                        "unknown, not zero."),
+    }
 
 
 @dg.asset(
@@ -32,7 +87,10 @@ class GenerationConfig(dg.Config):
     ],
     description="Samples the generation set in the run config (prompt, seed, steps) under every adapter "
                 "and scores each against the full adapter, calibrated against the controls; rows in "
-                "`generations` and `attribution_scores`. Stored scores are reused.",
+                "`generations` and `attribution_scores`. Stored scores are reused. With `screen` K > 0, it "
+                "also ranks the training tracks by `screen_by` similarity and registers the top K as "
+                "single-track user subsets; materialise their partitions, then this asset again, for "
+                "their scores.",
 )
 def generation_attribution(context: dg.AssetExecutionContext, config: GenerationConfig, settings: WtaSettings,
                            training: TrainingResource) -> dg.MaterializeResult:
@@ -47,6 +105,7 @@ def generation_attribution(context: dg.AssetExecutionContext, config: Generation
                    ["adapter_id"].to_list())
     scored = set(result.scores["adapter_id"].to_list())
     finite = bool(np.isfinite(result.scores["score"].to_numpy()).all())
+    screening = screen_candidates(context, config, settings, training, result) if config.screen > 0 else {}
     return dg.MaterializeResult(
         metadata={
             "generation_id": result.generation_id,
@@ -60,6 +119,7 @@ def generation_attribution(context: dg.AssetExecutionContext, config: Generation
             "trajectories": dg.MetadataValue.path(str(generation_dir(paths, result.generation_id))),
             "ranking": markdown_table(ranked.select(["adapter_id", "kind", "removed", "score", "z_score",
                                                      "p_value"]).to_dicts()),
+            **screening,
         },
         check_results=[
             dg.AssetCheckResult(check_name="every_adapter_scored", passed=adapters <= scored,
