@@ -15,13 +15,18 @@ class WtaSettings(dg.ConfigurableResource):
     """The settings a user changes without editing code.
 
     Each field left empty falls back to its environment variable (`WTA_HOME`, `WTA_DATASET`,
-    `WTA_PRESET`) and then to the default (`.wta/`, `embedded`, `demo`), so runs launched from
-    the CLI and from the UI read the same values.
+    `WTA_PRESET`, `WTA_CLAP_WEIGHTS`) and then to the default (`.wta/`, `embedded`, `demo`, no
+    CLAP), so runs launched from the CLI and from the UI read the same values.
     """
 
     home: str = ""
     dataset: str = ""
     preset: str = ""
+    clap_weights: str = ""
+
+    def clap_weights_path(self) -> str | None:
+        """Local LAION-CLAP checkpoint for the embedding method of `method_comparison`, or None."""
+        return self.clap_weights or os.environ.get("WTA_CLAP_WEIGHTS") or None
 
     def preset_name(self) -> str:
         return self.preset or os.environ.get("WTA_PRESET") or DEFAULT_PRESET

@@ -27,7 +27,8 @@ from wta_core.pipeline.generation import load_denoiser, load_trajectory
 from wta_core.lora import load_adapter
 from wta_core.model import Denoiser
 from wta_core.storage import TableStore
-from wta_core.subsets import FULL
+from wta_core.pipeline.scoring import compute_scores
+from wta_core.subsets import FULL, subset_specs
 from wta_core.training import ProgressCallback, train_lora
 
 log = logging.getLogger(__name__)
@@ -78,8 +79,12 @@ def lds_divergence(paths: WtaPaths, config: RunConfig, dataset: str, masks: np.n
 
 
 def compare_run(paths: WtaPaths, config: RunConfig, dataset: str, progress: ProgressCallback | None = None,
-                num_threads: int | None = None) -> ComparisonOutcome:
-    """Compute WTA, embedding similarity, TracIn-LoRA and destination-only scores, and compare them."""
+                num_threads: int | None = None, clap_weights: str | None = None) -> ComparisonOutcome:
+    """Compute WTA, embedding similarity, TracIn-LoRA and destination-only scores, and compare them.
+
+    `clap_weights` names a local LAION-CLAP checkpoint for the embedding method (used when
+    `laion_clap` is installed); without it the embedding is MFCC-chroma statistics.
+    """
     clips = load_clips(paths)
     genres = sorted(set(clips.genres))
     full = load_trajectory(paths, FULL)
@@ -87,15 +92,20 @@ def compare_run(paths: WtaPaths, config: RunConfig, dataset: str, progress: Prog
     full_final = full.latents[:, :, -1]
 
     store = TableStore(paths.database)
-    started = time.perf_counter()
     scores = store.read("SELECT * FROM wta_scores WHERE method = ? AND weighting = ?",
                         [config.score.method, config.score.weighting])
-    # WTA's own cost is the scoring of stored trajectories; retraining is counted separately.
+    # WTA's cost is the scoring of stored trajectories, as the wta_scores stage does it (every
+    # step, both targets) for the genre and control adapters, without the table writes.
+    # Retraining is counted separately.
+    controls = [spec.subset_id for spec in subset_specs(genres, config) if spec.kind == "control"]
+    started = time.perf_counter()
+    for adapter_id in [*genres, *controls]:
+        compute_scores(paths, config, adapter_id)
     wta = wta_method_scores(scores, genres, time.perf_counter() - started, len(config.lora.control_seeds),
                             target=config.score.target)
 
     embedding, space = embedding_attribution(full_final, clips.features, clips.genres, genres, full.genres,
-                                             config.audio)
+                                             config.audio, clap_weights=clap_weights)
     destination = destination_attribution(full, removed, genres, method=config.score.method)
     _, _, prompt_embeddings = prompt_table(genres, dataset)
     gradient = tracin_attribution(load_denoiser(paths, FULL), full_final, prompt_embeddings, clips.features,
