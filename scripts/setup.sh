@@ -6,16 +6,17 @@ cd "$(dirname "$0")/.."
 
 python_bin=${PYTHON:-}
 if [ -z "$python_bin" ]; then
-  for candidate in python3.11 python3; do
+  for candidate in python3.11 python3.12 python3; do
     if command -v "$candidate" >/dev/null 2>&1; then python_bin=$candidate; break; fi
   done
 fi
 if [ -z "$python_bin" ]; then
-  echo "setup: no python3.11 or python3 on PATH; install Python 3.11 and rerun" >&2
+  echo "setup: no python3.11, python3.12 or python3 on PATH; install Python 3.11 and rerun" >&2
   exit 1
 fi
-if ! "$python_bin" -c 'import sys; raise SystemExit(0 if sys.version_info[:2] >= (3, 11) else 1)'; then
-  echo "setup: $python_bin is $("$python_bin" --version 2>&1); WTA needs Python 3.11 or newer" >&2
+# pyproject.toml allows Python 3.11 and 3.12 (requires-python = ">=3.11,<3.13").
+if ! "$python_bin" -c 'import sys; raise SystemExit(0 if (3, 11) <= sys.version_info[:2] < (3, 13) else 1)'; then
+  echo "setup: $python_bin is $("$python_bin" --version 2>&1); WTA needs Python 3.11 or 3.12 (set PYTHON=...)" >&2
   exit 1
 fi
 
