@@ -234,7 +234,12 @@ def test_asset_rejects_negative_screen(cli_env, first):
     from wta_dagster.definitions import defs
 
     job = defs.resolve_implicit_global_asset_job_def()
-    with dg.DagsterInstance.get() as instance, pytest.raises(dg.DagsterInvalidConfigError, match="screen"):
-        job.execute_in_process(
-            instance=instance, asset_selection=[dg.AssetKey("generation_attribution")],
+    with dg.DagsterInstance.get() as instance:
+        result = job.execute_in_process(
+            instance=instance, asset_selection=[dg.AssetKey("generation_attribution")], raise_on_error=False,
             run_config={"ops": {"generation_attribution": {"config": {"prompt": PROMPT, "screen": -1}}}})
+    assert not result.success
+    (failure,) = result.get_step_failure_events()
+    message = str(failure.step_failure_data.error)
+    assert "screen" in message
+    assert "greater than or equal to 0" in message
