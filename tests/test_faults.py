@@ -342,8 +342,8 @@ def test_scoring_order_puts_reference_and_controls_first():
 
 
 def test_whole_graph_cli_needs_a_partition(tmp_path, render_cache):
-    # The README's reason for the main job: Dagster's CLI refuses `--select '*'` without
-    # `--partition` because the selection holds partitioned assets. If a Dagster release
+    # The README's reason for the main job: Dagster's CLI rejects `--select '*'` without
+    # `--partition` because the selection contains partitioned assets. If a Dagster release
     # lifts this, the test fails and the README's advice should change with it.
     home = tmp_path / "home"
     completed = subprocess.run([DAGSTER, "asset", "materialize", "-m", "wta_dagster", "--select", "*"],
