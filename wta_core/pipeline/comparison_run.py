@@ -59,6 +59,8 @@ def lds_divergence(paths: WtaPaths, config: RunConfig, dataset: str, masks: np.n
     clip_embeddings = clip_prompt_embeddings(clips, dataset)
     shape = (config.audio.n_mels, config.audio.clip_frames)
     finals = []
+    # TODO: train the masks in worker processes as the main job trains partitions; one at a
+    # time, this loop is the slowest stage of the demo on a 2-core machine.
     for index, removed in enumerate(masks):
         removed_genres = {genre for genre, drop in zip(genres, removed) if drop}
         member = torch.tensor([genre not in removed_genres for genre in clips.genres])
