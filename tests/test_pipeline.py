@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import shutil
 
 import dagster as dg
 import numpy as np
@@ -130,3 +131,36 @@ def test_score_summary_view(smoke_run):
     assert summary.height == len(GENRES)
     assert set(summary["seeds"].to_list()) == {len(SMOKE.sample.seeds)}
     assert all(not math.isnan(value) for value in summary["std_score"].to_list())
+
+
+def test_method_comparison_has_four_methods(smoke_run):
+    rows = store(smoke_run).read("SELECT method, metric, value FROM method_comparison")
+    assert sorted(set(rows["method"].to_list())) == [
+        "destination-only", "embedding-mfcc-chroma", "tracin-lora", "wta"]
+    metrics = {"top1_prompt_genre", "spearman_effect", "top1_effect", "lds", "seconds", "retrainings"}
+    for method in set(rows["method"].to_list()):
+        assert set(rows.filter(rows["method"] == method)["metric"].to_list()) == metrics, method
+    assert (smoke_run / "reports" / "method_comparison.png").exists()
+
+
+def test_lds_adapters_same_in_one_process(smoke_run, tmp_path):
+    # The smoke run trains its LDS adapters in two worker processes; one at a time in this
+    # process must give the same bytes.
+    from tests.pipeline_fixtures import copy_home
+    from wta_core.comparison.metrics import lds_masks
+    from wta_core.pipeline.comparison_run import LDS_SEED, _lds_adapter_id, _train_lds_adapters
+
+    home = copy_home(smoke_run, tmp_path / "home")
+    paths = WtaPaths(home)
+    masks = lds_masks(GENRES, SMOKE.lds_subsets, LDS_SEED)
+    removed = {index: {genre for genre, drop in zip(GENRES, mask) if drop} for index, mask in enumerate(masks)}
+    for index in removed:
+        adapter = paths.adapter_dir(_lds_adapter_id(index))
+        assert (adapter / "adapter_model.safetensors").exists()
+        for folder in (adapter, paths.checkpoint_dir(_lds_adapter_id(index))):
+            if folder.exists():
+                shutil.rmtree(folder)
+    _train_lds_adapters(paths, SMOKE, "embedded", removed, None, 1, workers=1)
+    for index in removed:
+        name = f"adapters/{_lds_adapter_id(index)}/adapter_model.safetensors"
+        assert (home / name).read_bytes() == (smoke_run / name).read_bytes(), name

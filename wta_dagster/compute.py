@@ -33,6 +33,16 @@ class TrainingResource(dg.ConfigurableResource):
     def threads(self) -> int | None:
         return self.num_threads or None
 
+    def parallel_workers(self) -> int:
+        """Trainings to run at once: the CPU cores over the threads per training, or 1 on an accelerator.
+
+        One accelerator is shared by every worker, so more than one training at a time would
+        only split its memory.
+        """
+        if self.resolved_device() != "cpu":
+            return 1
+        return max(1, (os.cpu_count() or 1) // (self.threads() or 1))
+
     def environment(self) -> dict[str, str]:
         return {"WTA_DEVICE": self.device, "WTA_NUM_THREADS": str(self.num_threads)}
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import logging
 import multiprocessing
-import os
 import sys
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -105,15 +104,8 @@ def _run_parallel(selection: list[str], keys: list[str], workers: int) -> None:
 
 
 def default_workers() -> int:
-    """Partitions trained at once: the CPU cores over the training threads, or 1 on an accelerator.
-
-    One accelerator is shared by every worker, so more than one run at a time would only
-    split its memory.
-    """
-    training = defs.resources["training"]
-    if training.resolved_device() != "cpu":
-        return 1
-    return max(1, (os.cpu_count() or 1) // (training.threads() or 1))
+    """Partitions trained at once, as the `training` resource's `parallel_workers` counts them."""
+    return defs.resources["training"].parallel_workers()
 
 
 def _configure_logging() -> None:

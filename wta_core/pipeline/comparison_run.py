@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -50,26 +52,64 @@ def _lds_adapter_id(index: int) -> str:
     return f"lds-{index:02d}"
 
 
+def _train_lds_adapter(paths: WtaPaths, config: RunConfig, dataset: str, index: int, removed_genres: set[str],
+                       progress: ProgressCallback | None = None, num_threads: int | None = None) -> float:
+    """Train the LDS adapter of mask `index` (without `removed_genres`) and return its training seconds.
+
+    Runs in a worker process or in the caller, so it loads its inputs from the home.
+    """
+    clips = load_clips(paths)
+    member = torch.tensor([genre not in removed_genres for genre in clips.genres])
+    adapter_id = _lds_adapter_id(index)
+    result = train_lora(paths.base_model_dir, clips.features, clip_prompt_embeddings(clips, dataset), member,
+                        config.lora, config.lora.seed, paths.adapter_dir(adapter_id),
+                        paths.checkpoint_dir(adapter_id), progress=progress, num_threads=num_threads)
+    return result.seconds
+
+
+def _train_lds_adapters(paths: WtaPaths, config: RunConfig, dataset: str, removed: dict[int, set[str]],
+                        progress: ProgressCallback | None, num_threads: int | None, workers: int) -> None:
+    """Train the LDS adapters of `removed` (mask index to removed genres), `workers` at a time.
+
+    Every adapter trains with the same seed and thread count in whichever process, so the
+    bytes do not depend on `workers`. Worker processes report when an adapter ends; only
+    training in the caller reports progress through `progress`.
+    """
+    if workers <= 1 or len(removed) <= 1:
+        for index, genres in removed.items():
+            _train_lds_adapter(paths, config, dataset, index, genres, progress, num_threads)
+        return
+    # Spawned workers start clean: forking after torch has started threads is unsafe.
+    with ProcessPoolExecutor(max_workers=min(workers, len(removed)),
+                             mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = {pool.submit(_train_lds_adapter, paths, config, dataset, index, genres, None, num_threads): index
+                   for index, genres in removed.items()}
+        for future in as_completed(futures):
+            index = futures[future]
+            seconds = future.result()
+            log.info("LDS adapter %s trained in %.1f s", _lds_adapter_id(index), seconds)
+
+
 def lds_divergence(paths: WtaPaths, config: RunConfig, dataset: str, masks: np.ndarray, embed: Callable,
                    full_embeddings: np.ndarray, progress: ProgressCallback | None = None,
-                   num_threads: int | None = None) -> np.ndarray:
-    """Train one adapter per half-subset mask and measure each prompt's output divergence [K, P]."""
+                   num_threads: int | None = None, workers: int = 1) -> np.ndarray:
+    """Train one adapter per half-subset mask and measure each prompt's output divergence [K, P].
+
+    Adapters already in the home are reused. The missing ones train `workers` at a time.
+    """
     clips = load_clips(paths)
     genres, prompts, embeddings = prompt_table(sorted(set(clips.genres)), dataset)
-    clip_embeddings = clip_prompt_embeddings(clips, dataset)
     shape = (config.audio.n_mels, config.audio.clip_frames)
+    removed_by_mask = [{genre for genre, drop in zip(genres, removed) if drop} for removed in masks]
+    missing = {index: removed for index, removed in enumerate(removed_by_mask)
+               if not (paths.adapter_dir(_lds_adapter_id(index)) / "adapter_model.safetensors").exists()}
+    if missing:
+        log.info("training %d of %d LDS adapters, %d at a time", len(missing), len(masks), max(1, workers))
+        _train_lds_adapters(paths, config, dataset, missing, progress, num_threads, workers)
+
     finals = []
-    # TODO: train the masks in worker processes as the main job trains partitions; one at a
-    # time, this loop is the slowest stage of the demo on a 2-core machine.
-    for index, removed in enumerate(masks):
-        removed_genres = {genre for genre, drop in zip(genres, removed) if drop}
-        member = torch.tensor([genre not in removed_genres for genre in clips.genres])
-        adapter_id = _lds_adapter_id(index)
-        folder = paths.adapter_dir(adapter_id)
-        if not (folder / "adapter_model.safetensors").exists():
-            train_lora(paths.base_model_dir, clips.features, clip_embeddings, member, config.lora,
-                       config.lora.seed, folder, paths.checkpoint_dir(adapter_id), progress=progress,
-                       num_threads=num_threads)
+    for index, removed_genres in enumerate(removed_by_mask):
+        folder = paths.adapter_dir(_lds_adapter_id(index))
         denoiser = Denoiser(load_adapter(load_base(paths), folder).eval())
         with torch.no_grad():
             trajectory = sample_trajectory(denoiser, embeddings, list(config.sample.seeds), config.sample.steps,
@@ -81,11 +121,13 @@ def lds_divergence(paths: WtaPaths, config: RunConfig, dataset: str, masks: np.n
 
 
 def compare_run(paths: WtaPaths, config: RunConfig, dataset: str, progress: ProgressCallback | None = None,
-                num_threads: int | None = None, clap_weights: str | None = None) -> ComparisonOutcome:
+                num_threads: int | None = None, clap_weights: str | None = None,
+                workers: int = 1) -> ComparisonOutcome:
     """Compute WTA, embedding similarity, TracIn-LoRA and destination-only scores, and compare them.
 
     `clap_weights` names a local LAION-CLAP checkpoint for the embedding method (used when
-    `laion_clap` is installed); without it the embedding is MFCC-chroma statistics.
+    `laion_clap` is installed); without it the embedding is MFCC-chroma statistics. The LDS
+    adapters train `workers` at a time, each in its own process when `workers` > 1.
     """
     clips = load_clips(paths)
     genres = sorted(set(clips.genres))
@@ -121,7 +163,7 @@ def compare_run(paths: WtaPaths, config: RunConfig, dataset: str, progress: Prog
     if k >= 3:
         masks = lds_masks(genres, k, LDS_SEED)
         divergence = lds_divergence(paths, config, dataset, masks, space.embed_latents,
-                                    space.embed_latents(full_final), progress, num_threads)
+                                    space.embed_latents(full_final), progress, num_threads, workers)
         lds = LdsInputs(masks=masks, divergence=divergence)
     evaluations = compare_methods([wta, embedding, gradient, destination], effect, lds)
     rows = comparison_rows(evaluations)

@@ -24,7 +24,8 @@ def method_comparison(context: dg.AssetExecutionContext, settings: WtaSettings,
     context.log.info(f"comparing methods; {config.lds_subsets} half-subset adapters for the LDS")
     outcome = compare_run(paths, config, settings.dataset_name(),
                           progress=progress_logger(context, "LDS adapter", config.lora.steps),
-                          num_threads=training.threads(), clap_weights=settings.clap_weights_path())
+                          num_threads=training.threads(), clap_weights=settings.clap_weights_path(),
+                          workers=training.parallel_workers())
     return dg.MaterializeResult(metadata={
         "rows": len(outcome.rows),
         "lds_subsets": outcome.lds_subsets,
