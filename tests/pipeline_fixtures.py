@@ -41,3 +41,19 @@ def copy_home(source: Path, target: Path) -> Path:
 
 def subprocess_env(home: Path, render_cache: Path) -> dict[str, str]:
     return dict(os.environ) | prepare_home(home, render_cache)
+
+
+@pytest.fixture
+def cli_env(home, render_cache, monkeypatch) -> Path:
+    """The settings scripts/env.sh would export for the module's `home`, with one torch thread.
+
+    For in-process `main` calls; the module that uses it defines the `home` fixture.
+    """
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    for key, value in prepare_home(home, render_cache).items():
+        monkeypatch.setenv(key, value)
+    yield home
+    torch.set_num_threads(threads)

@@ -17,7 +17,7 @@ import polars as pl
 import pytest
 import torch
 
-from tests.pipeline_fixtures import copy_home, prepare_home
+from tests.pipeline_fixtures import cli_env, copy_home, prepare_home  # noqa: F401  (cli_env is a fixture)
 from wta_core.paths import WtaPaths
 from wta_core.pipeline.user_subsets import list_user_subsets
 from wta_core.storage import TableStore
@@ -34,16 +34,6 @@ REMOVALS = ["chorale", "dose-25", "dose-50", "dose-75", "fiddle", "noise", "quar
 @pytest.fixture(scope="module")
 def home(smoke_run, tmp_path_factory) -> Path:
     return copy_home(smoke_run, tmp_path_factory.mktemp("attribute") / "home")
-
-
-@pytest.fixture
-def cli_env(home, render_cache, monkeypatch) -> Path:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    for key, value in prepare_home(home, render_cache).items():
-        monkeypatch.setenv(key, value)
-    yield home
-    torch.set_num_threads(threads)
 
 
 def run_json(capsys, *arguments: str) -> dict:

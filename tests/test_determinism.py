@@ -1,7 +1,7 @@
 """Two smoke runs from empty homes store identical scores and validation results on the CPU.
 
-The shared smoke run trains its partitions with the default number of workers (two on a
-2-core machine); the second run here trains them one at a time, so the test also shows that
+The shared smoke run trains its partitions with the default number of workers, two on a
+2-core machine. The second run here trains them one at a time, so the test also shows that
 parallel partitions change no bit of the results.
 """
 

@@ -18,7 +18,7 @@ import pytest
 import torch
 from polars.testing import assert_frame_equal
 
-from tests.pipeline_fixtures import copy_home, prepare_home, subprocess_env
+from tests.pipeline_fixtures import cli_env, copy_home, subprocess_env  # noqa: F401  (cli_env is a fixture)
 from wta_core.config import get_preset
 from wta_core.paths import WtaPaths
 from wta_core.errors import ArtifactError
@@ -38,17 +38,6 @@ DAGSTER = str(Path(sys.executable).with_name("dagster"))
 @pytest.fixture(scope="module")
 def home(smoke_run, tmp_path_factory) -> Path:
     return copy_home(smoke_run, tmp_path_factory.mktemp("user_subsets") / "home")
-
-
-@pytest.fixture
-def cli_env(home, render_cache, monkeypatch) -> Path:
-    """The settings scripts/env.sh would export for `home`, for in-process `main` calls."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    for key, value in prepare_home(home, render_cache).items():
-        monkeypatch.setenv(key, value)
-    yield home
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -90,9 +90,10 @@ def find_spec(subset_id: str, genres: list[str], config: RunConfig) -> SubsetSpe
 
 
 def materialise_hint(adapter_id: str, stage: str = "adapters") -> str:
-    """The asset and partition that produce `adapter_id`'s `stage` (adapters, trajectories or scores).
+    """Name the asset and partition that produce `adapter_id`'s `stage`, for error messages.
 
-    For error messages: a user subset's outputs come from the `user_subset_*` assets.
+    `stage` is adapters, trajectories or scores. A user subset's outputs come from the
+    `user_subset_*` assets.
     """
     if adapter_id.startswith(USER_PREFIX):
         return f"user_subset_{stage} for partition {adapter_id.removeprefix(USER_PREFIX)!r}"

@@ -458,8 +458,8 @@ def screen(home: Path, config: RunConfig, generation: str, count: int, threads: 
     """Register and materialise the single-track subsets of the `count` most similar tracks."""
     from wta_core.pipeline.attribution import screen_tracks
     from wta_dagster.resources import WtaSettings
-    from wta_core.pipeline.user_subsets import remove_user_subset, track_subset
     from wta_core.storage import TableStore
+    from wta_dagster.partitions import register_track_subset
 
     paths = WtaPaths(home)
     candidates, total, score_name = screen_tracks(paths, config, generation, count, by=by, prompt=prompt,
@@ -471,14 +471,9 @@ def screen(home: Path, config: RunConfig, generation: str, count: int, threads: 
     pending = []
     entries = []
     for candidate in candidates:
-        subset, new = track_subset(paths, config, candidate.track_id, origin={"screened_for": generation})
-        try:
-            with open_instance() as instance:
-                instance.add_dynamic_partitions(USER_SUBSETS, [subset.name])  # idempotent
-        except BaseException:
-            if new:
-                remove_user_subset(paths, subset.name)
-            raise
+        with open_instance() as instance:
+            subset = register_track_subset(instance, paths, config, candidate.track_id,
+                                           origin={"screened_for": generation})
         if subset.adapter_id not in scored:
             pending.append(subset.name)
         entries.append({"rank": candidate.rank, "track_id": candidate.track_id, "genre": candidate.genre,

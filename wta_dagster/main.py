@@ -75,11 +75,17 @@ def _run(selection: list[str], partition_key: str | None) -> None:
 
 def _run_parallel(selection: list[str], keys: list[str], workers: int) -> None:
     """Materialise `selection` once per partition key, `workers` runs at a time, even when one fails."""
+    failures = []
     if workers == 1:
         for key in keys:
-            _run(selection, key)
+            success, run_id, seconds = _execute(selection, key)
+            if success:
+                log.info("done %s in %.1f s (run %s)", _label(selection, key), seconds, run_id)
+            else:
+                failures.append(_failure(_label(selection, key), run_id))
+        if failures:
+            raise SystemExit("\n".join(failures))
         return
-    failures = []
     # Spawned workers start clean: forking after torch and Dagster have started threads is unsafe.
     # Each worker reads the same environment (WTA_HOME, WTA_PRESET, DAGSTER_HOME) as this process.
     with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),

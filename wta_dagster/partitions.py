@@ -35,3 +35,21 @@ subset_partitions = dg.StaticPartitionsDefinition(_current_keys())
 # The keys live in the Dagster instance, so every process that shares $DAGSTER_HOME sees them.
 USER_SUBSETS = "user_subsets"
 user_subset_partitions = dg.DynamicPartitionsDefinition(name=USER_SUBSETS)
+
+
+def register_track_subset(instance: dg.DagsterInstance, paths, config, track_id: str, origin: dict):
+    """Register (or reuse) the single-track subset of `track_id` and add its `user_subsets` partition.
+
+    A subset registered by this call is removed again if adding the partition fails, so the
+    tables never list a subset that the instance lacks. Returns the `UserSubset`.
+    """
+    from wta_core.pipeline.user_subsets import remove_user_subset, track_subset
+
+    subset, new = track_subset(paths, config, track_id, origin=origin)
+    try:
+        instance.add_dynamic_partitions(USER_SUBSETS, [subset.name])  # idempotent
+    except BaseException:
+        if new:
+            remove_user_subset(paths, subset.name)
+        raise
+    return subset

@@ -388,7 +388,7 @@ def screen_tracks(paths: WtaPaths, config: RunConfig, generation: str, count: in
 
     `by="embedding"`: the full adapter's final latent and every clip's log-mel are rendered
     to audio with the same Griffin-Lim path and embedded with the MFCC-chroma embedding of
-    `wta_core.comparison.embedding`; the score is their cosine similarity.
+    `wta_core.comparison.embedding`. The score is their cosine similarity.
     `by="gradient"`: the TracIn-LoRA dot product of `wta_core.comparison.gradient` between
     each clip's training loss gradient and the generation's (its final latent under its
     `prompt`), over the full adapter's LoRA weights, with the clips conditioned on the genre

@@ -95,7 +95,7 @@ def lds_divergence(paths: WtaPaths, config: RunConfig, dataset: str, masks: np.n
                    num_threads: int | None = None, workers: int = 1) -> np.ndarray:
     """Train one adapter per half-subset mask and measure each prompt's output divergence [K, P].
 
-    Adapters already in the home are reused. The missing ones train `workers` at a time.
+    Adapters already in the home are reused, and the missing ones train `workers` at a time.
     """
     clips = load_clips(paths)
     genres, prompts, embeddings = prompt_table(sorted(set(clips.genres)), dataset)

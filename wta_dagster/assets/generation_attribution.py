@@ -6,12 +6,11 @@ from pydantic import Field
 
 from wta_core.errors import ConfigError
 from wta_core.pipeline.attribution import SCREENS, Attribution, attribute_generation, generation_dir, screen_tracks
-from wta_core.pipeline.user_subsets import remove_user_subset, track_subset
 from wta_dagster.assets.adapters import lora_adapters
 from wta_dagster.assets.user_subset_adapters import user_subset_adapters
 from wta_dagster.compute import TrainingResource
 from wta_dagster.metadata import markdown_table
-from wta_dagster.partitions import USER_SUBSETS
+from wta_dagster.partitions import register_track_subset
 from wta_dagster.resources import WtaSettings
 
 USER_SUBSET_ASSETS = "user_subset_adapters, user_subset_trajectories and user_subset_scores"
@@ -47,13 +46,8 @@ def screen_candidates(context: dg.AssetExecutionContext, config: GenerationConfi
     scores = {row["adapter_id"]: row for row in result.ranked().iter_rows(named=True)}
     rows, untested = [], []
     for candidate in candidates:
-        subset, new = track_subset(paths, preset, candidate.track_id, origin={"screened_for": result.generation_id})
-        try:
-            context.instance.add_dynamic_partitions(USER_SUBSETS, [subset.name])  # idempotent
-        except BaseException:
-            if new:
-                remove_user_subset(paths, subset.name)
-            raise
+        subset = register_track_subset(context.instance, paths, preset, candidate.track_id,
+                                       origin={"screened_for": result.generation_id})
         score = scores.get(subset.adapter_id)
         if score is None:
             untested.append(subset.name)
